@@ -1,0 +1,57 @@
+"""Short ``Annotated`` aliases for what endpoints depend on."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.api.security import Principal, check_operator_token, decode_user_token
+from app.config import Settings
+from app.db.session import get_session
+from app.errors import Unauthenticated
+from app.models import Platform
+
+
+def get_app_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+
+user_bearer = HTTPBearer(
+    scheme_name="UserToken", bearerFormat="JWT", auto_error=False,
+    description="A platform user's JWT (HS256, or RS256 when a public key is configured).",
+)
+operator_bearer = HTTPBearer(
+    scheme_name="OperatorToken", auto_error=False, description="The operator token."
+)
+UserCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(user_bearer)]
+OperatorCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(operator_bearer)]
+
+
+def _token(credentials: HTTPAuthorizationCredentials | None) -> str:
+    if credentials is None or not credentials.credentials.strip():
+        raise Unauthenticated("A Bearer token is required.")
+    return credentials.credentials.strip()
+
+
+async def current_user(
+    credentials: UserCredentials, settings: SettingsDep, session: SessionDep
+) -> Principal:
+    principal = decode_user_token(_token(credentials), settings)
+    if await session.get(Platform, principal.platform_id) is None:
+        raise Unauthenticated("The token names a platform that does not exist.")
+    return principal
+
+
+def operator(credentials: OperatorCredentials, settings: SettingsDep) -> None:
+    check_operator_token(_token(credentials), settings)
+
+
+CurrentUser = Annotated[Principal, Depends(current_user)]
+Operator = Depends(operator)

@@ -1,0 +1,39 @@
+"""List parameters and the page envelope."""
+
+from __future__ import annotations
+
+from typing import Annotated, Generic, TypeVar
+
+from fastapi import Depends, Query
+from pydantic import BaseModel
+
+T = TypeVar("T")
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 200
+
+
+class CursorParams(BaseModel):
+    limit: int = DEFAULT_LIMIT
+    cursor: str | None = None
+
+
+def cursor_params(
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size.")] = DEFAULT_LIMIT,
+    cursor: Annotated[
+        str | None, Query(max_length=512, description="Opaque cursor from `next_cursor`.")
+    ] = None,
+) -> CursorParams:
+    return CursorParams(limit=limit, cursor=cursor or None)
+
+
+Pagination = Annotated[CursorParams, Depends(cursor_params)]
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    next_cursor: str | None
+
+
+class CountedPage(Page[T], Generic[T]):
+    total: int

@@ -1,0 +1,14 @@
+"""Every router of the service."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from app.groups.router import router as groups_router
+from app.integrations.router import router as integrations_router
+from app.platforms.router import operator_router
+from app.platforms.router import router as platform_router
+
+api_router = APIRouter()
+for router in (operator_router, platform_router, groups_router, integrations_router):
+    api_router.include_router(router)

@@ -1,0 +1,181 @@
+"""Settings, read from the environment (prefix ``MAILSLOT_``) and an optional ``.env``."""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# Local defaults for development and tests only; production refuses to start with them.
+DEV_JWT_SECRET = "mailslot-development-jwt-secret-not-for-production"  # noqa: S105
+DEV_OPERATOR_TOKEN = "mailslot-development-operator-token"  # noqa: S105
+DEV_INBOUND_DOMAIN = "in.mailslot.localhost"
+DEV_DEFAULTS = {DEV_JWT_SECRET, DEV_OPERATOR_TOKEN}
+MIN_SECRET_LENGTH = 32
+
+
+class RateLimit(BaseModel):
+    count: int
+    seconds: int
+
+    def __str__(self) -> str:
+        return f"{self.count}/{self.seconds}"
+
+
+DEFAULT_RATE_LIMITS = "50/60,120/300,600/3600"
+
+
+def _split(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return [str(v).strip() for v in value if str(v).strip()]
+
+
+def parse_rate_limits(value: Any) -> list[RateLimit]:
+    if isinstance(value, list) and all(isinstance(v, RateLimit) for v in value):
+        return value
+    limits = []
+    for part in _split(value):
+        match = re.fullmatch(r"(\d+)\s*/\s*(\d+)", part)
+        if not match or int(match[1]) < 1 or int(match[2]) < 1:
+            raise ValueError(f"rate limit {part!r} is not COUNT/SECONDS with positive numbers")
+        limits.append(RateLimit(count=int(match[1]), seconds=int(match[2])))
+    return limits
+
+
+class ConfigurationError(RuntimeError):
+    """A setting is missing or unsafe for the chosen environment."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="MAILSLOT_", env_file=".env", extra="ignore", validate_default=True
+    )
+
+    environment: Literal["development", "test", "production"] = "production"
+    database_url: str = "sqlite:///./var/mailslot.db"
+    blob_dir: Path = Path("./var/blobs")
+    inbound_domain: str | None = None
+    jwt_secret: SecretStr | None = None
+    jwt_public_key: SecretStr | None = None
+    operator_token: SecretStr | None = None
+    mailgun_signing_key: Annotated[list[SecretStr], NoDecode] = []
+    inbound_username: str | None = None
+    inbound_password: Annotated[list[SecretStr], NoDecode] = []
+    max_attachment_bytes: int = 5 * 1024 * 1024
+    max_request_bytes: int = 64 * 1024 * 1024
+    rate_limits: Annotated[list[RateLimit], NoDecode] = DEFAULT_RATE_LIMITS  # type: ignore[assignment]
+    delivery_retention_days: int = 30
+    public_base_url: str | None = None
+    cors_origins: Annotated[list[str], NoDecode] = []
+
+    @field_validator("mailgun_signing_key", "inbound_password", mode="before")
+    @classmethod
+    def _split_secrets(cls, value: Any) -> list[SecretStr]:
+        return [SecretStr(v) for v in _split(value)]
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: Any) -> list[str]:
+        return _split(value)
+
+    @field_validator("rate_limits", mode="before")
+    @classmethod
+    def _rate_limits(cls, value: Any) -> list[RateLimit]:
+        return parse_rate_limits(value)
+
+    @field_validator("inbound_domain", "public_base_url", "inbound_username", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("jwt_secret", "jwt_public_key", "operator_token", mode="before")
+    @classmethod
+    def _blank_secret_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("inbound_domain")
+    @classmethod
+    def _domain(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip().lower()
+        if not re.fullmatch(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*", value):
+            raise ValueError("must be a domain name such as in.example.com")
+        return value
+
+    @field_validator("max_attachment_bytes", "max_request_bytes", "delivery_retention_days")
+    @classmethod
+    def _positive(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be a positive number")
+        return value
+
+    @model_validator(mode="after")
+    def _environment_defaults(self) -> Settings:
+        if self.environment == "production":
+            self._check_production()
+            return self
+        if self.inbound_domain is None:
+            self.inbound_domain = DEV_INBOUND_DOMAIN
+        if self.jwt_secret is None and self.jwt_public_key is None:
+            self.jwt_secret = SecretStr(DEV_JWT_SECRET)
+        if self.operator_token is None:
+            self.operator_token = SecretStr(DEV_OPERATOR_TOKEN)
+        return self
+
+    def _check_production(self) -> None:
+        problems = []
+        if self.inbound_domain is None:
+            problems.append("MAILSLOT_INBOUND_DOMAIN is required")
+        if self.jwt_secret is None and self.jwt_public_key is None:
+            problems.append("MAILSLOT_JWT_SECRET or MAILSLOT_JWT_PUBLIC_KEY is required")
+        if self.operator_token is None:
+            problems.append("MAILSLOT_OPERATOR_TOKEN is required")
+        for name, secret in (("JWT_SECRET", self.jwt_secret), ("OPERATOR_TOKEN", self.operator_token)):
+            if secret is None:
+                continue
+            value = secret.get_secret_value()
+            if value in DEV_DEFAULTS:
+                problems.append(f"MAILSLOT_{name} is a development default")
+            elif len(value) < MIN_SECRET_LENGTH:
+                problems.append(f"MAILSLOT_{name} must be at least {MIN_SECRET_LENGTH} characters")
+        if self.inbound_domain == DEV_INBOUND_DOMAIN:
+            problems.append("MAILSLOT_INBOUND_DOMAIN is a development default")
+        if problems:
+            raise ConfigurationError(
+                "mailslot cannot start in production: " + "; ".join(problems)
+                + " (set MAILSLOT_ENVIRONMENT=development for a local run)"
+            )
+
+    @property
+    def uses_development_defaults(self) -> list[str]:
+        used = []
+        if self.inbound_domain == DEV_INBOUND_DOMAIN:
+            used.append("INBOUND_DOMAIN")
+        if self.jwt_secret is not None and self.jwt_secret.get_secret_value() == DEV_JWT_SECRET:
+            used.append("JWT_SECRET")
+        if self.operator_token is not None and (
+            self.operator_token.get_secret_value() == DEV_OPERATOR_TOKEN
+        ):
+            used.append("OPERATOR_TOKEN")
+        return used
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
+
+
+class DatabaseSettings(BaseSettings):
+    """Only the database URL: what migrations and maintenance commands need to run."""
+
+    model_config = SettingsConfigDict(env_prefix="MAILSLOT_", env_file=".env", extra="ignore")
+
+    database_url: str = Settings.model_fields["database_url"].default

@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from app.db.repository import Repository
+from app.models import Delivery, DeliveryStatus, GroupMember, GroupRole, Integration, Service
+
+
+class IntegrationRepository(Repository[Integration]):
+    model = Integration
+
+    def _live(self, platform_id: str) -> sa.Select[tuple[Integration]]:
+        return sa.select(Integration).where(
+            Integration.platform_id == platform_id, Integration.deleted_at.is_(None)
+        )
+
+    async def get(self, platform_id: str, integration_id: uuid.UUID) -> Integration | None:
+        stmt = self._live(platform_id).where(Integration.id == integration_id)
+        return (await self.session.scalars(stmt)).first()
+
+    async def count_live(self, platform_id: str) -> int:
+        stmt = sa.select(sa.func.count()).select_from(Integration).where(
+            Integration.platform_id == platform_id, Integration.deleted_at.is_(None)
+        )
+        return int(await self.session.scalar(stmt) or 0)
+
+    def visible_stmt(
+        self,
+        platform_id: str,
+        *,
+        user_id: str | None,
+        group_id: uuid.UUID | None = None,
+        service: Service | None = None,
+    ) -> sa.Select[tuple[Integration]]:
+        """Live integrations; for a non-admin ``user_id``, those of groups they manage or they created."""
+        stmt = self._live(platform_id)
+        if user_id is not None:
+            managed = sa.select(GroupMember.group_id).where(
+                GroupMember.platform_id == platform_id,
+                GroupMember.user_id == user_id,
+                GroupMember.role == GroupRole.manager,
+            )
+            stmt = stmt.where(
+                sa.or_(Integration.group_id.in_(managed), Integration.created_by == user_id)
+            )
+        if group_id is not None:
+            stmt = stmt.where(Integration.group_id == group_id)
+        if service is not None:
+            stmt = stmt.where(Integration.service == service)
+        return stmt
+
+    async def stats(
+        self, integration_ids: Sequence[uuid.UUID]
+    ) -> dict[uuid.UUID, tuple[int, int, datetime | None]]:
+        """``(accepted, refused, last_received_at)`` per integration, from the delivery log."""
+        if not integration_ids:
+            return {}
+        stmt = (
+            sa.select(
+                Delivery.integration_id,
+                sa.func.count().filter(Delivery.status == DeliveryStatus.accepted),
+                sa.func.count().filter(Delivery.status == DeliveryStatus.rejected),
+                sa.func.max(Delivery.received_at),
+            )
+            .where(Delivery.integration_id.in_(integration_ids))
+            .group_by(Delivery.integration_id)
+        )
+        rows = (await self.session.execute(stmt)).all()
+        return {row[0]: (int(row[1]), int(row[2]), _aware(row[3])) for row in rows}
+
+
+def _aware(value: datetime | str | None) -> datetime | None:
+    from app.db.base import UTCDateTime
+
+    if isinstance(value, str):  # SQLite returns an aggregate's timestamp as text
+        value = datetime.fromisoformat(value)
+    return UTCDateTime().process_result_value(value, None)

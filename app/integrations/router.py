@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Response
+
+from app.api.deps import CurrentUser, SessionDep, SettingsDep
+from app.api.pagination import Pagination
+from app.api.problems import responses
+from app.integrations.schemas import (
+    IntegrationCreate,
+    IntegrationPage,
+    IntegrationRead,
+    IntegrationUpdate,
+)
+from app.integrations.service import IntegrationService
+from app.models import Service as ServiceName
+
+
+def integration_service(session: SessionDep, settings: SettingsDep) -> IntegrationService:
+    return IntegrationService(session, settings)
+
+
+Service = Annotated[IntegrationService, Depends(integration_service)]
+
+router = APIRouter(prefix="/v1/integrations", tags=["integrations"], responses=responses(401))
+
+
+@router.post("", status_code=201, responses=responses(403, 404, 409, 422))
+async def create_integration(
+    body: IntegrationCreate, user: CurrentUser, service: Service
+) -> IntegrationRead:
+    """Bind a generated address to an existing group (`group_id`) or a new one (`new_group`).
+
+    409 `plan_limit_reached` when the platform's plan allows no more integrations.
+    """
+    integration = await service.create(user, body)
+    return (await service.read([integration]))[0]
+
+
+@router.get("", status_code=200, responses=responses(404, 422))
+async def list_integrations(
+    user: CurrentUser,
+    service: Service,
+    page: Pagination,
+    group_id: Annotated[uuid.UUID | None, Query()] = None,
+    service_name: Annotated[ServiceName | None, Query(alias="service")] = None,
+) -> IntegrationPage:
+    """Integrations the caller may see, newest first; `total` counts all that match the filter."""
+    return await service.list(
+        user, group_id=group_id, service=service_name, limit=page.limit, cursor=page.cursor
+    )
+
+
+@router.get("/{integration_id}", status_code=200, responses=responses(404, 422))
+async def get_integration(
+    integration_id: uuid.UUID, user: CurrentUser, service: Service
+) -> IntegrationRead:
+    return (await service.read([await service.get(user, integration_id)]))[0]
+
+
+@router.patch("/{integration_id}", status_code=200, responses=responses(403, 404, 422))
+async def update_integration(
+    integration_id: uuid.UUID, body: IntegrationUpdate, user: CurrentUser, service: Service
+) -> IntegrationRead:
+    """Change the title (the address stays), `enabled`, `allowed_senders` or the oversize policy."""
+    return (await service.read([await service.update(user, integration_id, body)]))[0]
+
+
+@router.delete("/{integration_id}", status_code=204, responses=responses(403, 404, 422))
+async def delete_integration(integration_id: uuid.UUID, user: CurrentUser, service: Service) -> Response:
+    """Delete an integration: its address refuses mail from now on; posts already made stay."""
+    await service.delete(user, integration_id)
+    return Response(status_code=204)

@@ -1,0 +1,155 @@
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.api.security import Principal
+from app.config import Settings
+from app.db.base import utcnow
+from app.errors import Forbidden, NotFound, PlanLimitReached
+from app.groups.service import GroupAccess, GroupService
+from app.integrations.addresses import new_address
+from app.integrations.repository import IntegrationRepository
+from app.integrations.schemas import (
+    IntegrationCreate,
+    IntegrationPage,
+    IntegrationRead,
+    IntegrationStats,
+    IntegrationUpdate,
+)
+from app.models import Integration, Platform, Service
+from app.platforms.repository import PlatformRepository
+
+
+class IntegrationService:
+    def __init__(self, session: AsyncSession, settings: Settings) -> None:
+        self.session = session
+        self.settings = settings
+        self.integrations = IntegrationRepository(session)
+        self.platforms = PlatformRepository(session)
+        self.groups = GroupService(session)
+
+    async def _platform(self, user: Principal, *, lock: bool = False) -> Platform:
+        get = self.platforms.get_for_update if lock else self.platforms.get
+        platform = await get(user.platform_id)
+        if platform is None:
+            raise NotFound("No such platform.")
+        return platform
+
+    async def create(self, user: Principal, data: IntegrationCreate) -> Integration:
+        platform = await self._platform(user, lock=True)  # serialises creators of this platform
+        if data.group_id is not None:
+            access = await self.groups.access(user, data.group_id)
+            if not access.can_add_integration(platform):
+                raise Forbidden("You may not add integrations to this group.")
+        elif not (user.is_admin or platform.members_can_add_integrations):
+            raise Forbidden("Asking for a new group needs the platform-wide setting.")
+        limit = platform.plan.integration_limit
+        if not platform.plan.allows(await self.integrations.count_live(platform.id) + 1):
+            raise PlanLimitReached(
+                f"The {platform.plan.value} plan allows {limit} integrations.",
+                limit=limit,
+                plan=platform.plan.value,
+            )
+        if data.new_group is not None:
+            group = await self.groups.create_dedicated(user, platform, data.new_group.name)
+        else:
+            group = access.group
+        assert self.settings.inbound_domain is not None
+        return await self.integrations.add(
+            Integration(
+                platform_id=platform.id,
+                group_id=group.id,
+                service=data.service,
+                title=data.title,
+                address=new_address(data.title, self.settings.inbound_domain),
+                enabled=True,
+                allowed_senders=list(dict.fromkeys(data.allowed_senders)),
+                oversize_attachments=data.oversize_attachments,
+                created_by=user.user_id,
+            )
+        )
+
+    async def _visible(self, user: Principal, integration_id: uuid.UUID) -> Integration:
+        integration = await self.integrations.get(user.platform_id, integration_id)
+        if integration is None:
+            raise NotFound("No such integration.")
+        if user.is_admin or integration.created_by == user.user_id:
+            return integration
+        if integration.group_id is not None:
+            role = await self.groups.members.role_of(integration.group_id, user.user_id)
+            if role is not None and role.value == "manager":
+                return integration
+        raise NotFound("No such integration.")
+
+    async def _changeable(self, user: Principal, integration_id: uuid.UUID) -> Integration:
+        integration = await self._visible(user, integration_id)
+        if user.is_admin:
+            return integration
+        if integration.group_id is not None:
+            group = await self.groups.groups.get(user.platform_id, integration.group_id)
+            role = await self.groups.members.role_of(integration.group_id, user.user_id)
+            if group is not None and GroupAccess(user, group, role).can_add_integration(
+                await self._platform(user)
+            ):
+                return integration
+        raise Forbidden("You may no longer change this integration.")
+
+    async def get(self, user: Principal, integration_id: uuid.UUID) -> Integration:
+        return await self._visible(user, integration_id)
+
+    async def update(
+        self, user: Principal, integration_id: uuid.UUID, data: IntegrationUpdate
+    ) -> Integration:
+        integration = await self._changeable(user, integration_id)
+        changes = data.model_dump(exclude_unset=True)
+        if "allowed_senders" in changes:
+            changes["allowed_senders"] = list(dict.fromkeys(changes["allowed_senders"]))
+        for field, value in changes.items():
+            setattr(integration, field, value)
+        await self.session.flush()
+        return integration
+
+    async def delete(self, user: Principal, integration_id: uuid.UUID) -> None:
+        integration = await self._changeable(user, integration_id)
+        integration.deleted_at = utcnow()
+        await self.session.flush()
+
+    async def list(
+        self,
+        user: Principal,
+        *,
+        group_id: uuid.UUID | None,
+        service: Service | None,
+        limit: int,
+        cursor: str | None,
+    ) -> IntegrationPage:
+        if group_id is not None:
+            await self.groups.access(user, group_id)  # 404 for a group the caller cannot see
+        stmt = self.integrations.visible_stmt(
+            user.platform_id,
+            user_id=None if user.is_admin else user.user_id,
+            group_id=group_id,
+            service=service,
+        )
+        page = await self.integrations.page(stmt, limit=limit, cursor=cursor)
+        return IntegrationPage(
+            items=await self.read(page.items),
+            total=await self.integrations.count(stmt),
+            next_cursor=page.next_cursor,
+        )
+
+    async def read(self, integrations: Sequence[Integration]) -> list[IntegrationRead]:
+        stats = await self.integrations.stats([i.id for i in integrations])
+        result = []
+        for integration in integrations:
+            accepted, refused, last = stats.get(integration.id, (0, 0, None))
+            result.append(
+                IntegrationRead.of(
+                    integration,
+                    IntegrationStats(accepted=accepted, refused=refused, last_received_at=last),
+                )
+            )
+        return result

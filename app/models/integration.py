@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.db.base import Base, CreatedAt, UTCDateTime, UUIDPrimaryKey
+from app.models.enums import OversizePolicy, Service
+
+
+class Integration(UUIDPrimaryKey, CreatedAt, Base):
+    """An address bound to a group. Deleting keeps the row (``deleted_at``) so posts still name it."""
+
+    __tablename__ = "integrations"
+    __table_args__ = (
+        sa.Index(
+            "ix_integrations_live_platform",
+            "platform_id",
+            "created_at",
+            "id",
+            postgresql_where=sa.text("deleted_at IS NULL"),
+            sqlite_where=sa.text("deleted_at IS NULL"),
+        ),
+        sa.Index("ix_integrations_group", "group_id"),
+    )
+
+    platform_id: Mapped[str] = mapped_column(sa.ForeignKey("platforms.id", ondelete="CASCADE"))
+    group_id: Mapped[uuid.UUID | None] = mapped_column(
+        sa.ForeignKey("groups.id", ondelete="SET NULL")
+    )
+    service: Mapped[Service] = mapped_column(sa.Enum(Service, native_enum=False, length=32))
+    title: Mapped[str] = mapped_column(sa.String(400))
+    address: Mapped[str] = mapped_column(sa.String(320), unique=True)
+    enabled: Mapped[bool] = mapped_column(default=True)
+    allowed_senders: Mapped[list[str]] = mapped_column(sa.JSON, default=list)
+    oversize_attachments: Mapped[OversizePolicy] = mapped_column(
+        sa.Enum(OversizePolicy, native_enum=False, length=16), default=OversizePolicy.reject
+    )
+    created_by: Mapped[str] = mapped_column(sa.String(200))
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

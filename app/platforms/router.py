@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+
+from app.api.deps import CurrentUser, Operator, SessionDep
+from app.api.pagination import Page, Pagination
+from app.api.problems import responses
+from app.platforms.schemas import (
+    PlatformCreate,
+    PlatformDetail,
+    PlatformRead,
+    PlatformSettingsUpdate,
+    PlatformUpdate,
+)
+from app.platforms.service import PlatformService
+
+
+def platform_service(session: SessionDep) -> PlatformService:
+    return PlatformService(session)
+
+
+Service = Annotated[PlatformService, Depends(platform_service)]
+
+operator_router = APIRouter(
+    prefix="/v1/platforms", tags=["operator"], dependencies=[Operator], responses=responses(401)
+)
+
+
+@operator_router.post("", status_code=201, responses=responses(409, 422))
+async def create_platform(body: PlatformCreate, service: Service) -> PlatformRead:
+    """Create a platform (a tenant). `id` may be given to match the host platform's own id."""
+    return PlatformRead.model_validate(await service.create(body))
+
+
+@operator_router.get("", status_code=200, responses=responses(422))
+async def list_platforms(service: Service, page: Pagination) -> Page[PlatformRead]:
+    result = await service.list(limit=page.limit, cursor=page.cursor)
+    return Page(
+        items=[PlatformRead.model_validate(p) for p in result.items], next_cursor=result.next_cursor
+    )
+
+
+@operator_router.get("/{platform_id}", status_code=200, responses=responses(404))
+async def get_platform(platform_id: str, service: Service) -> PlatformRead:
+    return PlatformRead.model_validate(await service.get(platform_id))
+
+
+@operator_router.patch("/{platform_id}", status_code=200, responses=responses(404, 422))
+async def update_platform(platform_id: str, body: PlatformUpdate, service: Service) -> PlatformRead:
+    """Change a platform's plan or name. A downgrade below current usage is allowed."""
+    return PlatformRead.model_validate(await service.update(platform_id, body))
+
+
+router = APIRouter(prefix="/v1/platform", tags=["platform"], responses=responses(401))
+
+
+@router.get("", status_code=200)
+async def get_current_platform(user: CurrentUser, service: Service) -> PlatformDetail:
+    """The caller's platform, its settings and its integration usage against the plan."""
+    return await service.detail(user)
+
+
+@router.patch("/settings", status_code=200, responses=responses(403, 422))
+async def update_platform_settings(
+    body: PlatformSettingsUpdate, user: CurrentUser, service: Service
+) -> PlatformDetail:
+    return await service.update_settings(user, body)

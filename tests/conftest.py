@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from fastapi import FastAPI
+
+from app.config import Settings
+from app.db.base import Base
+from app.db.engine import create_engine
+from app.main import create_app
+from tests import databases
+from tests.auth import JWT_SECRET, OPERATOR_TOKEN
+from tests.factories import World
+
+
+@pytest.fixture(scope="session")
+def database_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str | None]:
+    """The PostgreSQL server the session uses (``None`` on SQLite)."""
+    if databases.kind() == "sqlite":
+        yield None
+        return
+    with databases.postgres_server(tmp_path_factory.mktemp("pg")) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def database_url(
+    database_server: str | None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    if database_server is None:
+        url = f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'mailslot.db'}"
+        databases.upgrade(url)
+        yield url
+        return
+    with databases.fresh_postgres_database(database_server) as url:
+        databases.upgrade(url)
+        yield url
+
+
+def make_settings(database_url: str, blob_dir: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "environment": "test",
+        "database_url": database_url,
+        "blob_dir": blob_dir,
+        "inbound_domain": "in.example.com",
+        "jwt_secret": JWT_SECRET,
+        "operator_token": OPERATOR_TOKEN,
+        **overrides,
+    }
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return make_settings(database_url, tmp_path / "blobs")
+
+
+async def _empty_tables(database_url: str) -> None:
+    engine = create_engine(database_url, poolclass=sa.NullPool)
+    try:
+        async with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                names = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+                await conn.execute(sa.text(f"TRUNCATE {names} CASCADE"))
+            else:
+                for table in reversed(Base.metadata.sorted_tables):
+                    await conn.execute(table.delete())
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+async def app(settings: Settings, database_url: str) -> AsyncIterator[FastAPI]:
+    """The real application, committing to the test database; emptied after each test."""
+    application = create_app(settings)
+    try:
+        yield application
+    finally:
+        await application.state.engine.dispose()
+        await _empty_tables(database_url)
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        yield c
+
+
+@pytest.fixture
+def world(client: httpx.AsyncClient) -> World:
+    return World(client)
