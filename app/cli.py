@@ -59,12 +59,20 @@ async def ensure_platform(settings: Settings, platform_id: str, name: str, plan:
 def dev_token(args: argparse.Namespace) -> int:
     settings = get_settings()
     if settings.environment == "production":
-        print("dev-token is a development helper: set MAILSLOT_ENVIRONMENT=development", file=sys.stderr)
+        print(
+            "dev-token is a development helper: set MAILSLOT_ENVIRONMENT=development",
+            file=sys.stderr,
+        )
         return 2
     if args.create_platform:
-        created = asyncio.run(ensure_platform(settings, args.platform, args.platform_name or args.platform, Plan(args.plan)))
+        created = asyncio.run(
+            ensure_platform(
+                settings, args.platform, args.platform_name or args.platform, Plan(args.plan)
+            )
+        )
         print(
-            f"platform {args.platform!r} {'created' if created else 'already exists'}", file=sys.stderr
+            f"platform {args.platform!r} {'created' if created else 'already exists'}",
+            file=sys.stderr,
         )
     print(
         mint_token(
@@ -85,10 +93,15 @@ def openapi_document() -> str:
 
     from app.main import create_app
 
-    settings = Settings(  # type: ignore[call-arg]
-        _env_file=None, environment="test", database_url="sqlite:///:memory:",
+    settings = Settings(
+        _env_file=None,
+        environment="test",
+        database_url="sqlite:///:memory:",
     )
-    return json.dumps(create_app(settings).openapi(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    return (
+        json.dumps(create_app(settings).openapi(), indent=2, sort_keys=True, ensure_ascii=False)
+        + "\n"
+    )
 
 
 def openapi(args: argparse.Namespace) -> int:
@@ -98,7 +111,9 @@ def openapi(args: argparse.Namespace) -> int:
     if args.check:
         path = Path(args.check)
         if not path.exists() or path.read_text(encoding="utf-8") != document:
-            print(f"{path} differs from the app's OpenAPI spec: run `make openapi`", file=sys.stderr)
+            print(
+                f"{path} differs from the app's OpenAPI spec: run `make openapi`", file=sys.stderr
+            )
             return 1
         print(f"{path} matches the app's OpenAPI spec", file=sys.stderr)
         return 0
@@ -126,7 +141,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     token.add_argument("--email")
     token.add_argument("--name")
     token.add_argument(
-        "--no-create-platform", dest="create_platform", action="store_false",
+        "--no-create-platform",
+        dest="create_platform",
+        action="store_false",
         help="only mint the token",
     )
     token.set_defaults(handler=dev_token)

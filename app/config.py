@@ -106,7 +106,9 @@ class Settings(BaseSettings):
         if value is None:
             return None
         value = value.strip().lower()
-        if not re.fullmatch(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*", value):
+        if not re.fullmatch(
+            r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*", value
+        ):
             raise ValueError("must be a domain name such as in.example.com")
         return value
 
@@ -138,7 +140,10 @@ class Settings(BaseSettings):
             problems.append("MAILSLOT_JWT_SECRET or MAILSLOT_JWT_PUBLIC_KEY is required")
         if self.operator_token is None:
             problems.append("MAILSLOT_OPERATOR_TOKEN is required")
-        for name, secret in (("JWT_SECRET", self.jwt_secret), ("OPERATOR_TOKEN", self.operator_token)):
+        for name, secret in (
+            ("JWT_SECRET", self.jwt_secret),
+            ("OPERATOR_TOKEN", self.operator_token),
+        ):
             if secret is None:
                 continue
             value = secret.get_secret_value()
@@ -150,7 +155,8 @@ class Settings(BaseSettings):
             problems.append("MAILSLOT_INBOUND_DOMAIN is a development default")
         if problems:
             raise ConfigurationError(
-                "mailslot cannot start in production: " + "; ".join(problems)
+                "mailslot cannot start in production: "
+                + "; ".join(problems)
                 + " (set MAILSLOT_ENVIRONMENT=development for a local run)"
             )
 

@@ -76,7 +76,9 @@ def _document(app: FastAPI) -> None:
             title=app.title, version=app.version, description=app.description, routes=app.routes
         )
         components = schema.setdefault("components", {}).setdefault("schemas", {})
-        components["Problem"] = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+        components["Problem"] = Problem.model_json_schema(
+            ref_template="#/components/schemas/{model}"
+        )
         for name, sub in components["Problem"].pop("$defs", {}).items():
             components.setdefault(name, sub)
         app.openapi_schema = schema

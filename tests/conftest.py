@@ -52,7 +52,7 @@ def make_settings(database_url: str, blob_dir: Path, **overrides: Any) -> Settin
         "operator_token": OPERATOR_TOKEN,
         **overrides,
     }
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    return Settings(_env_file=None, **values)
 
 
 @pytest.fixture

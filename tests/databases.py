@@ -34,9 +34,11 @@ def postgres_server(workdir: Path) -> Iterator[str]:
     if given:
         yield given
         return
-    import pgserver
+    import pgserver  # type: ignore[import-untyped,unused-ignore]
 
-    server = pgserver.get_server(workdir, cleanup_mode="stop")
+    server = pgserver.get_server(  # type: ignore[attr-defined,unused-ignore]
+        workdir, cleanup_mode="stop"
+    )
     try:
         yield server.get_uri()
     finally:

@@ -24,7 +24,9 @@ SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 user_bearer = HTTPBearer(
-    scheme_name="UserToken", bearerFormat="JWT", auto_error=False,
+    scheme_name="UserToken",
+    bearerFormat="JWT",
+    auto_error=False,
     description="A platform user's JWT (HS256, or RS256 when a public key is configured).",
 )
 operator_bearer = HTTPBearer(

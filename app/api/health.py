@@ -28,7 +28,10 @@ async def healthz() -> Health:
 async def readyz(request: Request) -> Health:
     """Answers 200 only while the database answers."""
     try:
-        async with asyncio.timeout(READY_TIMEOUT_SECONDS), request.app.state.engine.connect() as conn:
+        async with (
+            asyncio.timeout(READY_TIMEOUT_SECONDS),
+            request.app.state.engine.connect() as conn,
+        ):
             await conn.execute(sa.text("SELECT 1"))
     except Exception as exc:
         raise Unavailable("The database does not answer.") from exc

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, cast
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
@@ -76,24 +76,30 @@ def problem_response(
 
 
 async def _app_error(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, AppError)
+    exc = cast(AppError, exc)
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
     return problem_response(exc.status, exc.code, exc.title, exc.detail, headers, **exc.extra)
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
+    exc = cast(RequestValidationError, exc)
     errors = [
-        {"loc": list(err.get("loc", ())), "msg": str(err.get("msg", "")), "type": str(err.get("type", ""))}
+        {
+            "loc": list(err.get("loc", ())),
+            "msg": str(err.get("msg", "")),
+            "type": str(err.get("type", "")),
+        }
         for err in exc.errors()
     ]
     fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in errors)
-    return problem_response(422, detail=f"Invalid fields: {fields}" if fields else None, errors=errors)
+    return problem_response(
+        422, detail=f"Invalid fields: {fields}" if fields else None, errors=errors
+    )
 
 
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, StarletteHTTPException)
-    detail = exc.detail if isinstance(exc.detail, str) else None
+    exc = cast(StarletteHTTPException, exc)
+    detail: str | None = exc.detail if isinstance(exc.detail, str) else None
     if detail in {"Not Found", "Method Not Allowed"}:
         detail = None
     return problem_response(exc.status_code, detail=detail, headers=dict(exc.headers or {}) or None)

@@ -28,8 +28,6 @@ class Principal:
         return self.role is Role.admin
 
 
-
-
 def decode_user_token(token: str, settings: Settings) -> Principal:
     """Verify the signature, ``exp`` (30 s leeway) and the claims; never trust ``alg`` alone."""
     try:

@@ -12,7 +12,7 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
 def async_url(url: str) -> str:
-    """Accept ``postgresql://``, ``postgres://``, ``sqlite:///`` or driver forms; pick the driver."""
+    """Accept ``postgresql://``, ``postgres://``, ``sqlite:///`` or driver forms; pick a driver."""
     if url.startswith("postgres://"):
         url = "postgresql://" + url[len("postgres://") :]
     parsed = make_url(url)

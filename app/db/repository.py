@@ -61,7 +61,7 @@ class Repository(Generic[ModelT]):
 
     async def page(
         self,
-        stmt: sa.Select[tuple[ModelT]],
+        stmt: sa.Select[ModelT],
         *,
         limit: int,
         cursor: str | None,
@@ -69,18 +69,28 @@ class Repository(Generic[ModelT]):
         key: InstrumentedAttribute[Any] | None = None,
     ) -> PageResult[ModelT]:
         """Keyset page, newest first. A page never repeats or skips a committed row."""
-        created = created if created is not None else self.model.created_at  # type: ignore[attr-defined]
-        key = key if key is not None else self.model.id  # type: ignore[attr-defined]
-        assert created is not None and key is not None
+        if created is None:
+            created = self.model.created_at  # type: ignore[attr-defined]
+        if key is None:
+            key = self.model.id  # type: ignore[attr-defined]
         if cursor is not None:
             key_type = uuid.UUID if isinstance(key.type, sa.Uuid) else str
             after_created, after_key = decode_cursor(cursor, key_type)
-            stmt = stmt.where(sa.tuple_(created, key) < sa.tuple_(sa.literal(after_created, created.type), after_key))
-        rows = (await self.session.scalars(stmt.order_by(created.desc(), key.desc()).limit(limit + 1))).all()
+            stmt = stmt.where(
+                sa.tuple_(created, key)
+                < sa.tuple_(sa.literal(after_created, created.type), after_key)
+            )
+        rows = (
+            await self.session.scalars(stmt.order_by(created.desc(), key.desc()).limit(limit + 1))
+        ).all()
         if len(rows) <= limit:
             return PageResult(rows, None)
         last = rows[limit - 1]
-        return PageResult(rows[:limit], encode_cursor(getattr(last, created.key), getattr(last, key.key)))
+        return PageResult(
+            rows[:limit], encode_cursor(getattr(last, created.key), getattr(last, key.key))
+        )
 
     async def count(self, stmt: sa.Select[Any]) -> int:
-        return int(await self.session.scalar(sa.select(sa.func.count()).select_from(stmt.subquery())) or 0)
+        return int(
+            await self.session.scalar(sa.select(sa.func.count()).select_from(stmt.subquery())) or 0
+        )

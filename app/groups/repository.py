@@ -15,14 +15,16 @@ class GroupRepository(Repository[Group]):
         stmt = sa.select(Group).where(Group.platform_id == platform_id, Group.id == group_id)
         return (await self.session.scalars(stmt)).first()
 
-    def visible_stmt(self, platform_id: str, user_id: str | None) -> sa.Select[tuple[Group]]:
+    def visible_stmt(self, platform_id: str, user_id: str | None) -> sa.Select[Group]:
         """Every group of the platform, or (``user_id`` given) those the user belongs to."""
         stmt = sa.select(Group).where(Group.platform_id == platform_id)
         if user_id is not None:
             stmt = stmt.where(
-                Group.id.in_(sa.select(GroupMember.group_id).where(
-                    GroupMember.platform_id == platform_id, GroupMember.user_id == user_id
-                ))
+                Group.id.in_(
+                    sa.select(GroupMember.group_id).where(
+                        GroupMember.platform_id == platform_id, GroupMember.user_id == user_id
+                    )
+                )
             )
         return stmt
 
@@ -39,10 +41,10 @@ class GroupMemberRepository(Repository[GroupMember]):
         )
         return (await self.session.scalars(stmt)).first()
 
-    def list_stmt(self, group_id: uuid.UUID) -> sa.Select[tuple[GroupMember]]:
+    def list_stmt(self, group_id: uuid.UUID) -> sa.Select[GroupMember]:
         return sa.select(GroupMember).where(GroupMember.group_id == group_id)
 
-    def managed_group_ids(self, platform_id: str, user_id: str) -> sa.Select[tuple[uuid.UUID]]:
+    def managed_group_ids(self, platform_id: str, user_id: str) -> sa.Select[uuid.UUID]:
         return sa.select(GroupMember.group_id).where(
             GroupMember.platform_id == platform_id,
             GroupMember.user_id == user_id,

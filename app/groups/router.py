@@ -32,7 +32,9 @@ async def create_group(body: GroupCreate, user: CurrentUser, service: Service) -
 async def list_groups(user: CurrentUser, service: Service, page: Pagination) -> Page[GroupRead]:
     """Groups the caller may see: all for an admin, their own groups otherwise. Newest first."""
     result = await service.list(user, limit=page.limit, cursor=page.cursor)
-    return Page(items=[GroupRead.model_validate(g) for g in result.items], next_cursor=result.next_cursor)
+    return Page(
+        items=[GroupRead.model_validate(g) for g in result.items], next_cursor=result.next_cursor
+    )
 
 
 @router.get("/{group_id}", status_code=200, responses=responses(404, 422))
@@ -59,13 +61,18 @@ async def list_group_members(
     group_id: uuid.UUID, user: CurrentUser, service: Service, page: Pagination
 ) -> Page[MemberRead]:
     result = await service.list_members(user, group_id, limit=page.limit, cursor=page.cursor)
-    return Page(items=[MemberRead.model_validate(m) for m in result.items], next_cursor=result.next_cursor)
+    return Page(
+        items=[MemberRead.model_validate(m) for m in result.items], next_cursor=result.next_cursor
+    )
 
 
 @router.put(
     "/{group_id}/members/{user_id}",
     status_code=200,
-    responses={201: {"model": MemberRead, "description": "Member added"}, **responses(403, 404, 422)},
+    responses={
+        201: {"model": MemberRead, "description": "Member added"},
+        **responses(403, 404, 422),
+    },
 )
 async def put_group_member(
     group_id: uuid.UUID,

@@ -16,7 +16,7 @@ def _description(value: str | None) -> str | None:
     value = value.strip()
     if len(value) > 2000:
         raise ValueError("must be at most 2000 characters")
-    if any(ord(c) < 32 and c not in "\n\t" or ord(c) == 127 for c in value):
+    if any((ord(c) < 32 and c not in "\n\t") or ord(c) == 127 for c in value):
         raise ValueError("must not contain control characters")
     return value
 

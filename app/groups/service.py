@@ -96,9 +96,10 @@ class GroupService:
         changes = data.model_dump(exclude_unset=True)
         for field in ("name", "members_can_add_integrations"):
             if field in changes and changes[field] is None:
-                raise Invalid(f"{field} cannot be null.", errors=[
-                    {"loc": ["body", field], "msg": "must not be null", "type": "null"}
-                ])
+                raise Invalid(
+                    f"{field} cannot be null.",
+                    errors=[{"loc": ["body", field], "msg": "must not be null", "type": "null"}],
+                )
         for field, value in changes.items():
             setattr(group, field, value)
         await self.session.flush()
@@ -133,7 +134,9 @@ class GroupService:
             await self.session.flush()
             return member, False
         member = await self.members.add(
-            GroupMember(group_id=group.id, user_id=user_id, platform_id=group.platform_id, role=data.role)
+            GroupMember(
+                group_id=group.id, user_id=user_id, platform_id=group.platform_id, role=data.role
+            )
         )
         return member, True
 

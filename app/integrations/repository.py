@@ -13,7 +13,7 @@ from app.models import Delivery, DeliveryStatus, GroupMember, GroupRole, Integra
 class IntegrationRepository(Repository[Integration]):
     model = Integration
 
-    def _live(self, platform_id: str) -> sa.Select[tuple[Integration]]:
+    def _live(self, platform_id: str) -> sa.Select[Integration]:
         return sa.select(Integration).where(
             Integration.platform_id == platform_id, Integration.deleted_at.is_(None)
         )
@@ -23,8 +23,10 @@ class IntegrationRepository(Repository[Integration]):
         return (await self.session.scalars(stmt)).first()
 
     async def count_live(self, platform_id: str) -> int:
-        stmt = sa.select(sa.func.count()).select_from(Integration).where(
-            Integration.platform_id == platform_id, Integration.deleted_at.is_(None)
+        stmt = (
+            sa.select(sa.func.count())
+            .select_from(Integration)
+            .where(Integration.platform_id == platform_id, Integration.deleted_at.is_(None))
         )
         return int(await self.session.scalar(stmt) or 0)
 
@@ -35,8 +37,8 @@ class IntegrationRepository(Repository[Integration]):
         user_id: str | None,
         group_id: uuid.UUID | None = None,
         service: Service | None = None,
-    ) -> sa.Select[tuple[Integration]]:
-        """Live integrations; for a non-admin ``user_id``, those of groups they manage or they created."""
+    ) -> sa.Select[Integration]:
+        """Live integrations; for a non-admin ``user_id``: of groups they manage, or they created."""
         stmt = self._live(platform_id)
         if user_id is not None:
             managed = sa.select(GroupMember.group_id).where(
@@ -70,7 +72,7 @@ class IntegrationRepository(Repository[Integration]):
             .group_by(Delivery.integration_id)
         )
         rows = (await self.session.execute(stmt)).all()
-        return {row[0]: (int(row[1]), int(row[2]), _aware(row[3])) for row in rows}
+        return {row[0]: (int(row[1]), int(row[2]), _aware(row[3])) for row in rows if row[0]}
 
 
 def _aware(value: datetime | str | None) -> datetime | None:

@@ -69,7 +69,9 @@ async def update_integration(
 
 
 @router.delete("/{integration_id}", status_code=204, responses=responses(403, 404, 422))
-async def delete_integration(integration_id: uuid.UUID, user: CurrentUser, service: Service) -> Response:
+async def delete_integration(
+    integration_id: uuid.UUID, user: CurrentUser, service: Service
+) -> Response:
     """Delete an integration: its address refuses mail from now on; posts already made stay."""
     await service.delete(user, integration_id)
     return Response(status_code=204)

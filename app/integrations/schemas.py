@@ -7,9 +7,9 @@ from typing import Annotated, Self
 
 from pydantic import AfterValidator, Field, model_validator
 
+from app.integrations.addresses import display_address
 from app.models import Integration, OversizePolicy, Service
 from app.schemas import Name, ReadModel, Title, WriteModel
-from app.integrations.addresses import display_address
 
 _DOMAIN = r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}"
 _SENDER = re.compile(rf"(?:[^\s@<>()\[\],;:\"\\]{{1,64}})?@{_DOMAIN}")

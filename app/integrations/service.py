@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import builtins
 import uuid
 from collections.abc import Sequence
 
@@ -57,14 +58,14 @@ class IntegrationService:
             group = await self.groups.create_dedicated(user, platform, data.new_group.name)
         else:
             group = access.group
-        assert self.settings.inbound_domain is not None
+        domain = self.settings.inbound_domain or ""
         return await self.integrations.add(
             Integration(
                 platform_id=platform.id,
                 group_id=group.id,
                 service=data.service,
                 title=data.title,
-                address=new_address(data.title, self.settings.inbound_domain),
+                address=new_address(data.title, domain),
                 enabled=True,
                 allowed_senders=list(dict.fromkeys(data.allowed_senders)),
                 oversize_attachments=data.oversize_attachments,
@@ -141,7 +142,7 @@ class IntegrationService:
             next_cursor=page.next_cursor,
         )
 
-    async def read(self, integrations: Sequence[Integration]) -> list[IntegrationRead]:
+    async def read(self, integrations: Sequence[Integration]) -> builtins.list[IntegrationRead]:
         stats = await self.integrations.stats([i.id for i in integrations])
         result = []
         for integration in integrations:

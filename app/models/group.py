@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-
-
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -17,4 +15,3 @@ class Group(UUIDPrimaryKey, CreatedAt, Base):
     description: Mapped[str | None] = mapped_column(sa.String(2000))
     members_can_add_integrations: Mapped[bool] = mapped_column(default=False)
     created_by: Mapped[str] = mapped_column(sa.String(200))
-

@@ -11,7 +11,7 @@ from app.models.enums import OversizePolicy, Service
 
 
 class Integration(UUIDPrimaryKey, CreatedAt, Base):
-    """An address bound to a group. Deleting keeps the row (``deleted_at``) so posts still name it."""
+    """An address bound to a group. Deleting keeps the row (``deleted_at``): posts still name it."""
 
     __tablename__ = "integrations"
     __table_args__ = (

@@ -17,5 +17,5 @@ class PlatformRepository(Repository[Platform]):
         stmt = sa.select(Platform).where(Platform.id == platform_id).with_for_update()
         return (await self.session.scalars(stmt.execution_options(populate_existing=True))).first()
 
-    def list_stmt(self) -> sa.Select[tuple[Platform]]:
+    def list_stmt(self) -> sa.Select[Platform]:
         return sa.select(Platform)

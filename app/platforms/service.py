@@ -10,6 +10,7 @@ from app.db.repository import PageResult
 from app.errors import Conflict, Forbidden, NotFound
 from app.integrations.repository import IntegrationRepository
 from app.models import Platform
+from app.platforms.repository import PlatformRepository
 from app.platforms.schemas import (
     IntegrationUsage,
     PlatformCreate,
@@ -19,7 +20,6 @@ from app.platforms.schemas import (
     PlatformUpdate,
     PlatformUsage,
 )
-from app.platforms.repository import PlatformRepository
 
 
 class PlatformService:
@@ -74,7 +74,9 @@ class PlatformService:
             ),
         )
 
-    async def update_settings(self, user: Principal, data: PlatformSettingsUpdate) -> PlatformDetail:
+    async def update_settings(
+        self, user: Principal, data: PlatformSettingsUpdate
+    ) -> PlatformDetail:
         if not user.is_admin:
             raise Forbidden("Only platform admins change platform settings.")
         platform = await self.get(user.platform_id)

@@ -7,7 +7,8 @@ async def test_admin_creates_integration_in_existing_group(world, client):
     await world.platform("p1", plan="essentials")
     group = await world.group("p1")
     r = await client.post(
-        "/v1/integrations", json={"title": 'Le "Journal", \\ été', "group_id": group},
+        "/v1/integrations",
+        json={"title": 'Le "Journal", \\ été', "group_id": group},
         headers=bearer("root", "p1"),
     )
     assert r.status_code == 201, r.text

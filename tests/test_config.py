@@ -1,0 +1,112 @@
+"""Settings: production refuses missing or development secrets; lists split on commas."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from app.config import DEV_JWT_SECRET, DEV_OPERATOR_TOKEN, ConfigurationError, Settings
+
+STRONG = "s" * 40
+
+
+def production(**values: Any) -> Settings:
+    base: dict[str, Any] = {
+        "environment": "production",
+        "inbound_domain": "in.example.com",
+        "jwt_secret": STRONG,
+        "operator_token": "o" * 40,
+    }
+    base.update(values)
+    return Settings(_env_file=None, **base)
+
+
+class TestProduction:
+    def test_complete_settings_start(self) -> None:
+        settings = production()
+        assert settings.uses_development_defaults == []
+
+    @pytest.mark.parametrize(
+        ("override", "message"),
+        [
+            ({"inbound_domain": None}, "MAILSLOT_INBOUND_DOMAIN is required"),
+            ({"jwt_secret": None}, "MAILSLOT_JWT_SECRET or MAILSLOT_JWT_PUBLIC_KEY is required"),
+            ({"operator_token": None}, "MAILSLOT_OPERATOR_TOKEN is required"),
+            ({"jwt_secret": DEV_JWT_SECRET}, "MAILSLOT_JWT_SECRET is a development default"),
+            (
+                {"operator_token": DEV_OPERATOR_TOKEN},
+                "MAILSLOT_OPERATOR_TOKEN is a development default",
+            ),
+            ({"operator_token": "short"}, "MAILSLOT_OPERATOR_TOKEN must be at least 32 characters"),
+            (
+                {"inbound_domain": "in.mailslot.localhost"},
+                "MAILSLOT_INBOUND_DOMAIN is a development default",
+            ),
+        ],
+    )
+    def test_missing_or_default_setting_stops_start_up(
+        self, override: dict[str, Any], message: str
+    ) -> None:
+        with pytest.raises(ConfigurationError, match=message):
+            production(**override)
+
+    def test_public_key_alone_is_enough(self) -> None:
+        settings = production(jwt_secret=None, jwt_public_key="-----BEGIN PUBLIC KEY-----...")
+        assert settings.jwt_secret is None
+
+    def test_server_refuses_to_start_with_a_clear_message(self, tmp_path: Any) -> None:
+        env = {"PATH": "/usr/bin:/bin", "MAILSLOT_DATABASE_URL": f"sqlite:///{tmp_path}/x.db"}
+        result = subprocess.run(
+            [sys.executable, "-c", "import app.main as m; m.app"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            cwd=tmp_path,
+        )
+        assert result.returncode != 0
+        assert "mailslot cannot start in production" in result.stderr
+        assert "MAILSLOT_OPERATOR_TOKEN is required" in result.stderr
+
+
+class TestDevelopment:
+    def test_local_defaults_are_filled_and_reported(self) -> None:
+        settings = Settings(_env_file=None, environment="development")
+        assert settings.inbound_domain == "in.mailslot.localhost"
+        assert set(settings.uses_development_defaults) == {
+            "INBOUND_DOMAIN",
+            "JWT_SECRET",
+            "OPERATOR_TOKEN",
+        }
+
+
+class TestLists:
+    def test_comma_separated_secrets_and_limits(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("MAILSLOT_MAILGUN_SIGNING_KEY", "key-one, key-two")
+        monkeypatch.setenv("MAILSLOT_INBOUND_PASSWORD", "a,b,c")
+        monkeypatch.setenv("MAILSLOT_RATE_LIMITS", "5/60, 10/300")
+        monkeypatch.setenv("MAILSLOT_CORS_ORIGINS", "https://app.example.com,https://x.example.com")
+        settings = production()
+        assert [k.get_secret_value() for k in settings.mailgun_signing_key] == [
+            "key-one",
+            "key-two",
+        ]
+        assert len(settings.inbound_password) == 3
+        assert [(r.count, r.seconds) for r in settings.rate_limits] == [(5, 60), (10, 300)]
+        assert settings.cors_origins == ["https://app.example.com", "https://x.example.com"]
+
+    def test_empty_rate_limits_turn_limiting_off(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("MAILSLOT_RATE_LIMITS", "")
+        assert production().rate_limits == []
+
+    def test_default_rate_limits(self) -> None:
+        assert [str(r) for r in production().rate_limits] == ["50/60", "120/300", "600/3600"]
+
+    def test_bad_rate_limit_is_refused(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("MAILSLOT_RATE_LIMITS", "fifty per minute")
+        with pytest.raises(ValueError, match="COUNT/SECONDS"):
+            production()
