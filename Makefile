@@ -55,4 +55,4 @@ openapi-check: $(STAMP)
 check: lint test openapi-check
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import jwt
 
-from app.config import Settings, get_settings
+from app.config import ConfigurationError, Settings, get_settings
 from app.db.engine import create_engine
 from app.models import Plan, Platform, Role
 
@@ -57,8 +57,11 @@ async def ensure_platform(settings: Settings, platform_id: str, name: str, plan:
 
 
 def dev_token(args: argparse.Namespace) -> int:
-    settings = get_settings()
-    if settings.environment == "production":
+    try:
+        settings: Settings | None = get_settings()
+    except ConfigurationError:  # incomplete production settings: refuse below, without a traceback
+        settings = None
+    if settings is None or settings.environment == "production":
         print(
             "dev-token is a development helper: set MAILSLOT_ENVIRONMENT=development",
             file=sys.stderr,
@@ -125,6 +128,14 @@ def openapi(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_cleanup(args: argparse.Namespace) -> int:
+    from app.maintenance import cleanup
+
+    report = asyncio.run(cleanup(get_settings(), grace_seconds=args.grace_seconds))
+    print(report)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m app", description="mailslot commands")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -148,10 +159,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     token.set_defaults(handler=dev_token)
 
+    clean = commands.add_parser(
+        "cleanup",
+        help="purge kept content and tokens past retention, then blobs that no row names",
+    )
+    clean.add_argument(
+        "--grace-seconds",
+        type=float,
+        default=3600,
+        help="keep unnamed blobs younger than this (default 3600)",
+    )
+    clean.set_defaults(handler=run_cleanup)
+
+    relay = commands.add_parser(
+        "relay",
+        help="post a message from stdin to /inbound/mime (for Postfix pipe)",
+        add_help=False,
+    )
+    relay.set_defaults(handler=None)
+
     spec = commands.add_parser("openapi", help="print or write the OpenAPI spec, or check a file")
     spec.add_argument("--output", help="write the spec to this file")
     spec.add_argument("--check", help="exit 1 when this file differs from the spec")
     spec.set_defaults(handler=openapi)
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["relay"]:
+        from app.relay import main as relay_main
+
+        return relay_main(argv[1:])
     args = parser.parse_args(argv)
     return int(args.handler(args))

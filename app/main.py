@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,10 +17,14 @@ from app import __version__
 from app.api.health import router as health_router
 from app.api.problems import Problem, install_problem_handlers
 from app.api.router import api_router
+from app.blobs.store import LocalBlobStore
 from app.config import Settings, get_settings
 from app.db.engine import create_engine
 
 logger = logging.getLogger("mailslot")
+
+# Temporary files older than this at start-up belong to no request in flight (any worker's).
+SPOOL_LEFTOVER_SECONDS = 15 * 60
 
 
 def _operation_id(route: APIRoute) -> str:
@@ -32,6 +37,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        swept = await asyncio.to_thread(app.state.blobs.sweep_tmp, SPOOL_LEFTOVER_SECONDS)
+        if swept:
+            logger.info("removed %d temporary leftovers from %s", swept, app.state.blobs.tmp_dir)
         if settings.uses_development_defaults:
             logger.warning(
                 "running in %s with local defaults for %s; never use these in production",
@@ -52,6 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
+    app.state.blobs = LocalBlobStore(settings.blob_dir)
     install_problem_handlers(app)
     if settings.cors_origins:
         app.add_middleware(

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,8 +26,13 @@ def database_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str | 
     if databases.kind() == "sqlite":
         yield None
         return
-    with databases.postgres_server(tmp_path_factory.mktemp("pg")) as url:
-        yield url
+    # Outside pytest's own temporary folders, which another pytest run may prune meanwhile.
+    workdir = Path(tempfile.mkdtemp(prefix="mailslot-pg-"))
+    try:
+        with databases.postgres_server(workdir) as url:
+            yield url
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

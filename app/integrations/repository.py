@@ -38,7 +38,7 @@ class IntegrationRepository(Repository[Integration]):
         group_id: uuid.UUID | None = None,
         service: Service | None = None,
     ) -> sa.Select[Integration]:
-        """Live integrations; for a non-admin ``user_id``: of groups they manage, or they created."""
+        """Live integrations; a non-admin ``user_id`` sees its managed groups' and its own."""
         stmt = self._live(platform_id)
         if user_id is not None:
             managed = sa.select(GroupMember.group_id).where(

@@ -13,10 +13,13 @@ from app.models.enums import (
 )
 from app.models.group import Group
 from app.models.group_member import GroupMember
+from app.models.inbound import ProviderToken, RateCounter
 from app.models.integration import Integration
 from app.models.platform import Platform
+from app.models.post import Attachment, Post
 
 __all__ = [
+    "Attachment",
     "Base",
     "Delivery",
     "DeliveryStatus",
@@ -27,6 +30,9 @@ __all__ = [
     "OversizePolicy",
     "Plan",
     "Platform",
+    "Post",
+    "ProviderToken",
+    "RateCounter",
     "RejectionReason",
     "Role",
     "Service",

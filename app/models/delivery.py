@@ -18,6 +18,14 @@ class Delivery(UUIDPrimaryKey, Base):
         sa.Index("ix_deliveries_platform_received", "platform_id", "received_at", "id"),
         sa.Index("ix_deliveries_integration_received", "integration_id", "received_at", "id"),
         sa.Index("ix_deliveries_integration_status", "integration_id", "status"),
+        sa.Index("ix_deliveries_dedupe", "dedupe_key"),
+        sa.Index(
+            "ix_deliveries_unrouted_received",
+            "received_at",
+            "id",
+            postgresql_where=sa.text("platform_id IS NULL"),
+            sqlite_where=sa.text("platform_id IS NULL"),
+        ),
     )
 
     platform_id: Mapped[str | None] = mapped_column(
@@ -40,3 +48,5 @@ class Delivery(UUIDPrimaryKey, Base):
     post_id: Mapped[uuid.UUID | None] = mapped_column(sa.Uuid)
     error: Mapped[str | None] = mapped_column(sa.Text)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    dedupe_key: Mapped[str | None] = mapped_column(sa.String(128))
+    content_sha256: Mapped[str | None] = mapped_column(sa.String(64))  # kept content (JSON blob)

@@ -1,0 +1,102 @@
+"""The cleanup command: purge kept content and tokens past retention, then unnamed blobs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from app.blobs.store import LocalBlobStore
+from app.config import Settings
+from app.db.base import utcnow
+from app.db.engine import create_engine
+from app.models import Attachment, Delivery, DeliveryStatus, ProviderToken, RateCounter
+
+logger = logging.getLogger("mailslot.cleanup")
+
+TOKEN_MIN_AGE = timedelta(hours=9)  # Mailgun retries re-send a token for 8 hours
+DEFAULT_GRACE_SECONDS = 3600  # a mail in flight never loses its files
+
+
+@dataclass
+class CleanupReport:
+    contents_purged: int = 0
+    tokens_purged: int = 0
+    counters_purged: int = 0
+    blobs_removed: int = 0
+    blobs_kept: int = 0
+
+    def __str__(self) -> str:
+        return (
+            f"kept content purged: {self.contents_purged}, tokens purged: {self.tokens_purged}, "
+            f"rate counters purged: {self.counters_purged}, blobs removed: {self.blobs_removed}, "
+            f"blobs kept: {self.blobs_kept}"
+        )
+
+
+async def cleanup(
+    settings: Settings, *, grace_seconds: float = DEFAULT_GRACE_SECONDS
+) -> CleanupReport:
+    report = CleanupReport()
+    engine = create_engine(settings.database_url)
+    blobs = LocalBlobStore(settings.blob_dir)
+    retention = timedelta(days=settings.delivery_retention_days)
+    now = utcnow()
+    try:
+        sessions = async_sessionmaker(engine, expire_on_commit=False)
+        async with sessions.begin() as session:
+            result = await session.execute(
+                sa.update(Delivery)
+                .where(
+                    Delivery.content_sha256.is_not(None),
+                    Delivery.received_at < now - retention,
+                    Delivery.status.in_([DeliveryStatus.rejected, DeliveryStatus.failed]),
+                )
+                .values(content_sha256=None)
+            )
+            report.contents_purged = int(getattr(result, "rowcount", 0) or 0)
+            result = await session.execute(
+                sa.delete(ProviderToken).where(
+                    ProviderToken.created_at < now - max(retention, TOKEN_MIN_AGE)
+                )
+            )
+            report.tokens_purged = int(getattr(result, "rowcount", 0) or 0)
+            longest = max((limit.seconds for limit in settings.rate_limits), default=0)
+            result = await session.execute(
+                sa.delete(RateCounter).where(RateCounter.window_start < int(time.time()) - longest)
+            )
+            report.counters_purged = int(getattr(result, "rowcount", 0) or 0)
+        candidates = list(blobs.keys_older_than(grace_seconds))
+        if not candidates:
+            return report
+        async with sessions() as session:
+            named: set[str] = set()
+            named.update(await session.scalars(sa.select(Attachment.sha256).distinct()))
+            documents = list(
+                await session.scalars(
+                    sa.select(Delivery.content_sha256).where(Delivery.content_sha256.is_not(None))
+                )
+            )
+        for document in documents:
+            if document is None:
+                continue
+            named.add(document)
+            try:
+                doc = json.loads(await blobs.read_all(document))
+                named.update(a["sha256"] for a in doc.get("attachments", []) if a.get("sha256"))
+            except (OSError, ValueError, TypeError, KeyError):
+                logger.warning("kept content %s is unreadable", document)
+        for key in candidates:
+            if key in named:
+                report.blobs_kept += 1
+            else:
+                await blobs.delete(key)
+                report.blobs_removed += 1
+    finally:
+        await engine.dispose()
+    return report
