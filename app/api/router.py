@@ -8,7 +8,16 @@ from app.groups.router import router as groups_router
 from app.integrations.router import router as integrations_router
 from app.platforms.router import operator_router
 from app.platforms.router import router as platform_router
+from app.posts.router import attachments_router
+from app.posts.router import router as posts_router
 
 api_router = APIRouter()
-for router in (operator_router, platform_router, groups_router, integrations_router):
+for router in (
+    operator_router,
+    platform_router,
+    groups_router,
+    integrations_router,
+    posts_router,
+    attachments_router,
+):
     api_router.include_router(router)

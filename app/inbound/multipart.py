@@ -1,0 +1,731 @@
+"""Streaming reader for webhook request bodies, replacing Starlette's ``request.form()``.
+
+Starlette's form parser caps every plain field at 1 MiB and decodes fields with a silent
+latin-1 fallback (``research/providers.md`` 10.1, 10.2); both would lose legitimate mail.
+:func:`read_form` parses ``multipart/form-data`` and ``application/x-www-form-urlencoded``
+bodies incrementally with python-multipart's low-level parsers and keeps every value as bytes:
+
+* parts with a filename are written, as they arrive, to files in a fresh per-request directory
+  under ``spool_root/"tmp"``; plain fields stay in memory up to ``memory_threshold`` and are
+  spilled to a file after that;
+* a value that passes its cap (``max_file`` / ``max_field``) is dropped (its file deleted) but its
+  size is still counted, and the rest of the body is still read, so that the request can be
+  authenticated and answered;
+* the whole body passing ``max_total`` stops the read at once with :class:`PayloadTooLarge`;
+* disk writes (and hashing of spooled values) run in a worker thread, one hop per batch of at
+  least 1 MiB or at the end of a part, never once per network chunk.
+
+Files are flushed and closed at the end of their part but not fsynced: the blob store writes the
+final copy. The caller owns the returned :class:`Form` and must call :meth:`Form.cleanup`;
+:func:`sweep_spool` removes what a crashed process left behind.
+"""
+
+from __future__ import annotations
+
+import binascii
+import codecs
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import AsyncIterable, Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
+from urllib.parse import unquote_to_bytes
+
+import anyio.to_thread
+from python_multipart import MultipartParser, QuerystringParser
+from python_multipart.exceptions import FormParserError
+
+if TYPE_CHECKING:
+    from python_multipart.multipart import MultipartCallbacks, QuerystringCallbacks
+
+__all__ = [
+    "Form",
+    "FormPart",
+    "MalformedBody",
+    "PayloadTooLarge",
+    "decode_text",
+    "read_form",
+    "spool_body",
+    "sweep_spool",
+]
+
+_MiB = 1024 * 1024
+_BATCH = _MiB
+"""Bytes buffered for one value before they are written out in one worker-thread hop."""
+_FEED = _MiB
+"""Network chunks larger than this are fed to the parser in slices of this size."""
+_MAX_NAME = 64 * 1024
+"""Longest urlencoded field name accepted (multipart names are bounded by the header limit)."""
+_MAX_PART_HEADERS = 16
+_MAX_PART_HEADER_SIZE = 16 * 1024
+
+_FORM_DATA = "multipart/form-data"
+_URLENCODED = "application/x-www-form-urlencoded"
+
+_Op = Callable[[], None]
+
+
+class PayloadTooLarge(Exception):
+    """The request body passed ``max_total`` bytes; nothing read so far was kept."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"request body exceeds {limit} bytes")
+        self.limit = limit
+
+
+class MalformedBody(Exception):
+    """The body is not a well-formed ``multipart/form-data`` or urlencoded form."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+def decode_text(data: bytes, charset: str | None = "utf-8") -> str:
+    """Decode ``data`` with ``charset``; an unknown charset or invalid bytes degrade to UTF-8
+    with replacement characters (never an exception)."""
+    if charset:
+        try:
+            return data.decode(charset.strip().strip('"'))
+        except (LookupError, ValueError):
+            pass
+    return data.decode("utf-8", errors="replace")
+
+
+@dataclass
+class FormPart:
+    """One field or file of a form. Its value is in ``data`` (small, in memory) or ``path``."""
+
+    name: str  # field name (decoded as UTF-8 with errors="replace")
+    filename: str | None  # filename as sent, not sanitised (None for plain fields)
+    content_type: str | None  # the part's Content-Type header value (None for urlencoded)
+    charset: str | None  # charset parameter of the part's Content-Type, if any
+    size: int = 0  # total bytes of this part's value, counted even past the cap
+    data: bytes | None = None  # the value, when small and held in memory
+    path: Path | None = None  # the value spooled to a temporary file (inside the spool dir)
+    sha256: str | None = None  # hex digest of the value, when kept (not truncated)
+    truncated: bool = False  # the value passed its cap: data and path are None
+
+    def read(self) -> bytes:
+        """The value's bytes (reads the spooled file: meant for small values and tests).
+
+        Raises ValueError for a truncated part, whose value was not kept.
+        """
+        if self.truncated:
+            raise ValueError(f"form part {self.name!r} passed its size limit and was not kept")
+        if self.data is not None:
+            return self.data
+        if self.path is not None:
+            return self.path.read_bytes()
+        return b""
+
+
+@dataclass
+class Form:
+    """The parts of one request, in body order, and the directory holding their files."""
+
+    parts: list[FormPart]
+    spool_dir: Path  # a temporary directory holding this request's files
+
+    def get(self, name: str) -> FormPart | None:
+        """The first part named ``name``."""
+        for part in self.parts:
+            if part.name == name:
+                return part
+        return None
+
+    def getall(self, name: str) -> list[FormPart]:
+        return [part for part in self.parts if part.name == name]
+
+    def text(self, name: str, charset: str | None = "utf-8") -> str | None:
+        """The first part named ``name`` decoded with ``charset`` (None: the part's own charset,
+        else UTF-8); an unknown charset or invalid bytes degrade to UTF-8 with replacement
+        characters. None when there is no such part; ValueError when it was truncated."""
+        part = self.get(name)
+        if part is None:
+            return None
+        return decode_text(part.read(), part.charset if charset is None else charset)
+
+    def files(self) -> list[FormPart]:
+        """The parts that carry a filename (attachments), in body order."""
+        return [part for part in self.parts if part.filename is not None]
+
+    def cleanup(self) -> None:
+        """Remove ``spool_dir`` and every file in it."""
+        shutil.rmtree(self.spool_dir, ignore_errors=True)
+
+
+# --- header parsing ---------------------------------------------------------------------------
+
+_QUOTED_PAIR = re.compile(r'\\([\\"])')
+_CONTINUATION = re.compile(r"(?P<key>[^*]+)\*(?P<index>\d+)(?P<encoded>\*?)")
+
+
+def _parse_header(value: str) -> tuple[str, list[tuple[str, str]]]:
+    """Split ``type; key=value; key="quoted"`` into the lower-cased first token and the
+    parameters (lower-cased keys, unquoted values), in order. ``;`` inside quotes is kept."""
+    segments: list[str] = []
+    current: list[str] = []
+    in_quotes = escaped = False
+    for ch in value:
+        if in_quotes:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_quotes = False
+        elif ch == '"':
+            in_quotes = True
+        elif ch == ";":
+            segments.append("".join(current))
+            current = []
+            continue
+        current.append(ch)
+    segments.append("".join(current))
+    params: list[tuple[str, str]] = []
+    for segment in segments[1:]:
+        key, sep, val = segment.partition("=")
+        if not sep:
+            continue
+        val = val.strip(" \t")
+        if len(val) >= 2 and val[0] == '"' and val[-1] == '"':
+            val = _QUOTED_PAIR.sub(r"\1", val[1:-1])
+        params.append((key.strip(" \t").lower(), val))
+    return segments[0].strip(" \t").lower(), params
+
+
+def _param(params: list[tuple[str, str]], key: str) -> str | None:
+    for k, v in params:
+        if k == key:
+            return v
+    return None
+
+
+def _latin1_to_text(value: str) -> str:
+    """Header text was decoded as latin-1 (lossless); re-read its bytes as UTF-8."""
+    return value.encode("latin-1").decode("utf-8", errors="replace")
+
+
+def _rfc2231_value(params: list[tuple[str, str]], key: str) -> str | None:
+    """The RFC 2231 extended parameter ``key*`` (or its ``key*0*``, ``key*1`` … continuations),
+    decoded, or None when the header has none."""
+    charset: str | None = None
+    extended = _param(params, key + "*")
+    if extended is not None:
+        pieces = [(0, True, extended)]
+    else:
+        found: dict[int, tuple[bool, str]] = {}
+        for k, v in params:
+            match = _CONTINUATION.fullmatch(k)
+            if match and match["key"] == key:
+                found.setdefault(int(match["index"]), (bool(match["encoded"]), v))
+        pieces = []
+        while len(pieces) in found:
+            encoded, v = found[len(pieces)]
+            pieces.append((len(pieces), encoded, v))
+        if not pieces:
+            return None
+    raw = bytearray()
+    for index, encoded, v in pieces:
+        if not encoded:
+            raw += v.encode("latin-1")
+            continue
+        if index == 0 and v.count("'") >= 2:
+            charset, _language, v = v.split("'", 2)
+        raw += unquote_to_bytes(v.encode("latin-1"))
+    return decode_text(bytes(raw), charset or "utf-8")
+
+
+# --- value sinks ------------------------------------------------------------------------------
+
+
+class _Sink:
+    """Receives one value: counts, caps, buffers, and prepares batched disk operations.
+
+    ``feed`` and ``take_ops`` run on the event loop; the operations they return (``_write``,
+    ``_discard``) run in a worker thread while the loop awaits them, so the two never overlap.
+    """
+
+    def __init__(self, part: FormPart, path: Path, cap: int, threshold: int | None) -> None:
+        self.part = part
+        self.path = path
+        self.cap = cap
+        self.threshold = threshold  # None: always on disk (file parts)
+        self.on_disk = threshold is None
+        self.chunks: list[bytes] = []
+        self.buffered = 0
+        self.opened = False  # a write operation was issued (the file may exist)
+        self.discarded = False
+        self.hasher = hashlib.sha256()
+        self.fh: BinaryIO | None = None  # touched only by operations (and error cleanup)
+
+    def feed(self, data: bytes) -> None:
+        part = self.part
+        part.size += len(data)
+        if part.truncated:
+            return
+        if part.size > self.cap:
+            part.truncated = True
+            self.chunks = []
+            self.buffered = 0
+            return
+        self.chunks.append(data)
+        self.buffered += len(data)
+        if not self.on_disk and self.threshold is not None and part.size > self.threshold:
+            self.on_disk = True
+
+    def take_ops(self, *, final: bool) -> list[_Op]:
+        part = self.part
+        if part.truncated:
+            if self.discarded:
+                return []
+            self.discarded = True
+            return [self._discard] if self.opened else []
+        if not self.on_disk:
+            if final:
+                part.data = b"".join(self.chunks)
+                part.sha256 = hashlib.sha256(part.data).hexdigest()
+                self.chunks = []
+            return []
+        if not final and self.buffered < _BATCH:
+            return []
+        chunks, self.chunks, self.buffered = self.chunks, [], 0
+        self.opened = True
+        return [partial(self._write, chunks, final)]
+
+    def _write(self, chunks: list[bytes], final: bool) -> None:
+        if self.fh is None:
+            self.fh = open(self.path, "xb")  # noqa: SIM115 - closed at the part's end
+        for chunk in chunks:
+            self.hasher.update(chunk)
+        self.fh.writelines(chunks)
+        if final:
+            self.fh.close()
+            self.fh = None
+            self.part.sha256 = self.hasher.hexdigest()
+            self.part.path = self.path
+
+    def _discard(self) -> None:
+        self.close()
+        self.path.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        if self.fh is not None:
+            fh, self.fh = self.fh, None
+            fh.close()
+
+
+def _run_ops(ops: list[_Op]) -> None:
+    for op in ops:
+        op()
+
+
+class _Collector:
+    """State shared by the parser callbacks of one request."""
+
+    def __init__(
+        self, spool_dir: Path, *, max_file: int, max_field: int, memory_threshold: int
+    ) -> None:
+        self.spool_dir = spool_dir
+        self.max_file = max_file
+        self.max_field = max_field
+        self.memory_threshold = memory_threshold
+        self.parts: list[FormPart] = []
+        self.sinks: list[_Sink] = []
+        self.current: _Sink | None = None
+        self.finished: list[_Sink] = []
+
+    def begin(self, part: FormPart) -> None:
+        path = self.spool_dir / f"{len(self.parts):06d}.part"
+        if part.filename is not None:
+            sink = _Sink(part, path, self.max_file, None)
+        else:
+            sink = _Sink(part, path, self.max_field, self.memory_threshold)
+        self.parts.append(part)
+        self.sinks.append(sink)
+        self.current = sink
+
+    def data(self, data: bytes) -> None:
+        if self.current is not None:
+            self.current.feed(data)
+
+    def end(self) -> None:
+        if self.current is not None:
+            self.finished.append(self.current)
+            self.current = None
+
+    async def drain(self) -> None:
+        """Run the disk operations that are due, in one worker-thread hop."""
+        ops: list[_Op] = []
+        for sink in self.finished:
+            ops += sink.take_ops(final=True)
+        self.finished = []
+        if self.current is not None:
+            ops += self.current.take_ops(final=False)
+        if ops:
+            await anyio.to_thread.run_sync(_run_ops, ops)
+
+    def close_files(self) -> None:
+        for sink in self.sinks:
+            sink.close()
+
+
+class _Multipart:
+    """Feeds a ``multipart/form-data`` body to python-multipart and builds the parts."""
+
+    def __init__(self, boundary: bytes, collector: _Collector) -> None:
+        self.collector = collector
+        self.ended = False
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._field = bytearray()
+        self._value = bytearray()
+        callbacks: MultipartCallbacks = {
+            "on_part_begin": self._on_part_begin,
+            "on_header_field": self._on_header_field,
+            "on_header_value": self._on_header_value,
+            "on_header_end": self._on_header_end,
+            "on_headers_finished": self._on_headers_finished,
+            "on_part_data": self._on_part_data,
+            "on_part_end": self._on_part_end,
+            "on_end": self._on_end,
+        }
+        self.parser = MultipartParser(
+            boundary,
+            callbacks,
+            max_header_count=_MAX_PART_HEADERS,
+            max_header_size=_MAX_PART_HEADER_SIZE,
+        )
+
+    def write(self, data: bytes) -> None:
+        self.parser.write(data)
+
+    def finish(self) -> None:
+        self.parser.finalize()
+        if not self.ended:
+            raise MalformedBody("the body ended before the closing multipart boundary")
+
+    def _on_part_begin(self) -> None:
+        self._headers = []
+        self._field.clear()
+        self._value.clear()
+
+    def _on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self._field += data[start:end]
+
+    def _on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self._value += data[start:end]
+
+    def _on_header_end(self) -> None:
+        self._headers.append((bytes(self._field), bytes(self._value)))
+        self._field.clear()
+        self._value.clear()
+
+    def _on_headers_finished(self) -> None:
+        disposition = content_type = None
+        for key, value in self._headers:
+            name = key.decode("latin-1").strip().lower()
+            if name == "content-disposition" and disposition is None:
+                disposition = value.decode("latin-1").strip()
+            elif name == "content-type" and content_type is None:
+                content_type = value.decode("latin-1").strip()
+        params = _parse_header(disposition)[1] if disposition is not None else []
+        field_name = _param(params, "name")
+        filename = _rfc2231_value(params, "filename")
+        if filename is None:
+            plain = _param(params, "filename")
+            filename = None if plain is None else _latin1_to_text(plain)
+        charset = None
+        if content_type is not None:
+            charset = _param(_parse_header(content_type)[1], "charset") or None
+        part = FormPart(
+            name="" if field_name is None else _latin1_to_text(field_name),
+            filename=filename,
+            content_type=None if content_type is None else _latin1_to_text(content_type),
+            charset=None if charset is None else _latin1_to_text(charset).strip(),
+        )
+        self.collector.begin(part)
+
+    def _on_part_data(self, data: bytes, start: int, end: int) -> None:
+        self.collector.data(data[start:end])
+
+    def _on_part_end(self) -> None:
+        self.collector.end()
+
+    def _on_end(self) -> None:
+        self.ended = True
+
+
+_ESCAPES = re.compile(rb"(?:%[0-9A-Fa-f]{2})+")
+
+
+def _unhex_run(match: re.Match[bytes]) -> bytes:
+    return binascii.unhexlify(match[0].replace(b"%", b""))
+
+
+def _unquote_plus(data: bytes) -> bytes:
+    """``urllib.parse.unquote_to_bytes`` after ``+`` → space, in C.
+
+    ``%XX`` becomes ``\\xXX`` for ``codecs.escape_decode`` (what pickle uses), backslashes being
+    doubled first: a 10 MB heavily escaped value then takes tens of milliseconds on the event
+    loop instead of half a second. Invalid escapes (``%zz``, a lone ``%``) make it fail, and
+    the value is then decoded run by run, leaving them as they are, like urllib does.
+    """
+    data = data.replace(b"+", b" ")
+    if b"%" not in data:
+        return data
+    try:
+        return codecs.escape_decode(data.replace(b"\\", b"\\\\").replace(b"%", b"\\x"))[0]
+    except ValueError:
+        return _ESCAPES.sub(_unhex_run, data)
+
+
+class _PercentDecoder:
+    """Incremental ``application/x-www-form-urlencoded`` decoding (``+`` and ``%XX``)."""
+
+    def __init__(self) -> None:
+        self._carry = b""
+
+    def feed(self, data: bytes) -> bytes:
+        data = self._carry + data
+        # Hold back an escape that may continue in the next chunk ("%" or "%X").
+        cut = len(data)
+        if data.endswith(b"%"):
+            cut -= 1
+        elif data[-2:-1] == b"%":
+            cut -= 2
+        data, self._carry = data[:cut], data[cut:]
+        return _unquote_plus(data)
+
+    def flush(self) -> bytes:
+        data, self._carry = self._carry, b""
+        return _unquote_plus(data)
+
+
+class _Urlencoded:
+    """Feeds an urlencoded body to python-multipart's querystring parser."""
+
+    def __init__(self, collector: _Collector) -> None:
+        self.collector = collector
+        self._name = bytearray()
+        self._decoder = _PercentDecoder()
+        self._started = False
+        callbacks: QuerystringCallbacks = {
+            "on_field_start": self._on_field_start,
+            "on_field_name": self._on_field_name,
+            "on_field_data": self._on_field_data,
+            "on_field_end": self._on_field_end,
+        }
+        self.parser = QuerystringParser(callbacks)
+
+    def write(self, data: bytes) -> None:
+        self.parser.write(data)
+
+    def finish(self) -> None:
+        self.parser.finalize()
+
+    def _on_field_start(self) -> None:
+        self._name.clear()
+        self._decoder = _PercentDecoder()
+        self._started = False
+
+    def _on_field_name(self, data: bytes, start: int, end: int) -> None:
+        self._name += data[start:end]
+        if len(self._name) > _MAX_NAME:
+            raise MalformedBody(f"an urlencoded field name is longer than {_MAX_NAME} bytes")
+
+    def _start(self) -> None:
+        if not self._started:
+            self._started = True
+            name = _unquote_plus(bytes(self._name))
+            self.collector.begin(
+                FormPart(
+                    name=name.decode("utf-8", errors="replace"),
+                    filename=None,
+                    content_type=None,
+                    charset=None,
+                )
+            )
+
+    def _on_field_data(self, data: bytes, start: int, end: int) -> None:
+        self._start()
+        decoded = self._decoder.feed(data[start:end])
+        if decoded:
+            self.collector.data(decoded)
+
+    def _on_field_end(self) -> None:
+        self._start()
+        tail = self._decoder.flush()
+        if tail:
+            self.collector.data(tail)
+        self.collector.end()
+
+
+# --- entry points -----------------------------------------------------------------------------
+
+
+def _new_spool_dir(spool_root: Path) -> Path:
+    tmp = spool_root / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(dir=tmp))
+
+
+def _feed_slices(chunk: bytes) -> list[bytes]:
+    if len(chunk) <= _FEED:
+        return [chunk]
+    return [chunk[i : i + _FEED] for i in range(0, len(chunk), _FEED)]
+
+
+async def read_form(
+    stream: AsyncIterable[bytes],
+    content_type_header: str,
+    *,
+    spool_root: Path,
+    max_total: int,
+    max_file: int,
+    max_field: int = 64 * _MiB,
+    memory_threshold: int = _MiB,
+) -> Form:
+    """Read a ``multipart/form-data`` or ``application/x-www-form-urlencoded`` body.
+
+    Raises :class:`MalformedBody` (another content type, no boundary, broken framing, a body
+    ending mid-part) and :class:`PayloadTooLarge` (more than ``max_total`` bytes; reading stops
+    at once). On any error nothing is left on disk. On success the caller owns the
+    :class:`Form` and must call :meth:`Form.cleanup`.
+    """
+    media_type, params = _parse_header(content_type_header)
+    boundary: bytes | None = None
+    if media_type == _FORM_DATA:
+        value = _param(params, "boundary")
+        if not value:
+            raise MalformedBody("multipart/form-data without a boundary")
+        try:
+            boundary = value.encode("latin-1")
+        except UnicodeEncodeError:
+            raise MalformedBody("the multipart boundary is not ASCII") from None
+    elif media_type != _URLENCODED:
+        raise MalformedBody(f"unsupported content type {media_type!r}")
+
+    spool_dir = await anyio.to_thread.run_sync(_new_spool_dir, spool_root)
+    collector = _Collector(
+        spool_dir, max_file=max_file, max_field=max_field, memory_threshold=memory_threshold
+    )
+    try:
+        reader: _Multipart | _Urlencoded
+        try:
+            reader = _Multipart(boundary, collector) if boundary else _Urlencoded(collector)
+        except FormParserError as exc:
+            raise MalformedBody(str(exc)) from None
+        total = 0
+        async for chunk in stream:
+            if not chunk:
+                continue
+            total += len(chunk)
+            if total > max_total:
+                raise PayloadTooLarge(max_total)
+            for piece in _feed_slices(chunk):
+                try:
+                    reader.write(piece)
+                except FormParserError as exc:
+                    raise MalformedBody(str(exc)) from None
+                await collector.drain()
+        try:
+            reader.finish()
+        except FormParserError as exc:
+            raise MalformedBody(str(exc)) from None
+        await collector.drain()
+    except BaseException:
+        # Synchronous on purpose: this also runs when the task is being cancelled.
+        collector.close_files()
+        shutil.rmtree(spool_dir, ignore_errors=True)
+        raise
+    return Form(parts=collector.parts, spool_dir=spool_dir)
+
+
+class _RawSpool:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.size = 0
+        self.hasher = hashlib.sha256()
+        self.fh: BinaryIO | None = None
+
+    def write(self, chunks: list[bytes]) -> None:
+        if self.fh is None:
+            self.fh = open(self.path, "xb")  # noqa: SIM115 - closed by close()
+        for chunk in chunks:
+            self.hasher.update(chunk)
+        self.fh.writelines(chunks)
+
+    def close(self) -> None:
+        if self.fh is not None:
+            fh, self.fh = self.fh, None
+            fh.close()
+
+
+async def spool_body(
+    stream: AsyncIterable[bytes], *, spool_root: Path, max_total: int
+) -> tuple[Path, int, str]:
+    """Write a whole raw body (e.g. a ``message/rfc822`` post) to a file in a fresh spool dir.
+
+    Returns ``(path, size, sha256)``; ``path.parent`` is the request's own directory, which the
+    caller removes (``shutil.rmtree(path.parent)``) once done. Raises :class:`PayloadTooLarge`
+    past ``max_total`` bytes, leaving nothing on disk.
+    """
+    spool_dir = await anyio.to_thread.run_sync(_new_spool_dir, spool_root)
+    spool = _RawSpool(spool_dir / "body")
+    try:
+        pending: list[bytes] = []
+        buffered = 0
+        async for chunk in stream:
+            if not chunk:
+                continue
+            spool.size += len(chunk)
+            if spool.size > max_total:
+                raise PayloadTooLarge(max_total)
+            pending.append(chunk)
+            buffered += len(chunk)
+            if buffered >= _BATCH:
+                batch, pending, buffered = pending, [], 0
+                await anyio.to_thread.run_sync(spool.write, batch)
+
+        def finish(batch: list[bytes]) -> None:
+            spool.write(batch)
+            spool.close()
+
+        await anyio.to_thread.run_sync(finish, pending)
+    except BaseException:
+        spool.close()
+        shutil.rmtree(spool_dir, ignore_errors=True)
+        raise
+    return spool.path, spool.size, spool.hasher.hexdigest()
+
+
+def sweep_spool(spool_root: Path, older_than_seconds: float = 0) -> int:
+    """Remove what earlier requests left in ``spool_root/"tmp"`` (per-request directories and
+    stray files) whose modification time is at least ``older_than_seconds`` old. Meant for
+    start-up, before requests are served. Returns how many entries were removed."""
+    tmp = spool_root / "tmp"
+    try:
+        entries = list(os.scandir(tmp))
+    except FileNotFoundError:
+        return 0
+    cutoff = time.time() - older_than_seconds
+    removed = 0
+    for entry in entries:
+        try:
+            if older_than_seconds > 0 and entry.stat(follow_symlinks=False).st_mtime > cutoff:
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+        except OSError:  # vanished meanwhile, or not ours to remove: leave it
+            continue
+        removed += 1
+    return removed

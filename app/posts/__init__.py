@@ -1,0 +1,1 @@
+"""Posts made from email, their attachments and the attachments' signed download URLs."""
