@@ -185,3 +185,49 @@ class DatabaseSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MAILSLOT_", env_file=".env", extra="ignore")
 
     database_url: str = Settings.model_fields["database_url"].default
+
+
+DEFAULT_RELAY_URL = "http://127.0.0.1:8000"
+
+
+class RelaySettings(BaseSettings):
+    """What ``python -m app relay`` needs (prefix ``MAILSLOT_RELAY_``); never the command line.
+
+    No ``.env`` is read: under Postfix's ``pipe`` the working directory is the queue directory.
+    ``password_file`` names a file whose first line is the password.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="MAILSLOT_RELAY_", extra="ignore")
+
+    url: str = DEFAULT_RELAY_URL
+    username: str | None = None
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    timeout: float = 60.0
+
+    @field_validator("username", "password", "password_file", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("url", mode="before")
+    @classmethod
+    def _blank_url_is_default(cls, value: Any) -> Any:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return DEFAULT_RELAY_URL
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if not re.match(r"https?://[^/?#]+", value, re.IGNORECASE):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @field_validator("timeout")
+    @classmethod
+    def _positive_timeout(cls, value: float) -> float:
+        if not 0 < value < float("inf"):
+            raise ValueError("must be a positive number of seconds")
+        return value
