@@ -54,7 +54,7 @@ COLUMNS = (ADMIN, MANAGER_OWN, MANAGER_OTHER, MEMBER_OWN, MEMBER_OTHER, NON_MEMB
 # Settings: (the platform's members_can_add_integrations, the group's).
 OFF, PLATFORM, GROUP, BOTH = (False, False), (True, False), (False, True), (True, True)
 ANY = (OFF, PLATFORM, GROUP, BOTH)
-_ = None  # not applicable: such a caller cannot have made an integration there
+NA = None  # not applicable: such a caller cannot have made an integration there
 
 # fmt: off
 MATRIX: list[tuple[str, tuple[tuple[bool, bool], ...], Any, Any, Any, Any, Any, Any]] = [
@@ -79,17 +79,17 @@ MATRIX: list[tuple[str, tuple[tuple[bool, bool], ...], Any, Any, Any, Any, Any, 
     ("list their integration",   ANY,         LISTED, LISTED, HIDDEN,  HIDDEN, HIDDEN,  HIDDEN),
     ("change their integration", ANY,         200,    200,    404,     404,    404,     404),
     ("delete their integration", ANY,         204,    204,    404,     404,    404,     404),
-    ("see own integration",      ANY,         200,    200,    _,       200,    _,       _),
-    ("list own integration",     ANY,         LISTED, LISTED, _,       LISTED, _,       _),
+    ("see own integration",      ANY,         200,    200,    NA,       200,    NA,       NA),
+    ("list own integration",     ANY,         LISTED, LISTED, NA,       LISTED, NA,       NA),
     # a member who made one keeps seeing it, but changes it only while still allowed to create
-    ("change own integration",   (OFF,),      200,    200,    _,       403,    _,       _),
-    ("change own integration",   (PLATFORM,), 200,    200,    _,       200,    _,       _),
-    ("change own integration",   (GROUP,),    200,    200,    _,       200,    _,       _),
-    ("change own integration",   (BOTH,),     200,    200,    _,       200,    _,       _),
-    ("delete own integration",   (OFF,),      204,    204,    _,       403,    _,       _),
-    ("delete own integration",   (PLATFORM,), 204,    204,    _,       204,    _,       _),
-    ("delete own integration",   (GROUP,),    204,    204,    _,       204,    _,       _),
-    ("delete own integration",   (BOTH,),     204,    204,    _,       204,    _,       _),
+    ("change own integration",   (OFF,),      200,    200,    NA,       403,    NA,       NA),
+    ("change own integration",   (PLATFORM,), 200,    200,    NA,       200,    NA,       NA),
+    ("change own integration",   (GROUP,),    200,    200,    NA,       200,    NA,       NA),
+    ("change own integration",   (BOTH,),     200,    200,    NA,       200,    NA,       NA),
+    ("delete own integration",   (OFF,),      204,    204,    NA,       403,    NA,       NA),
+    ("delete own integration",   (PLATFORM,), 204,    204,    NA,       204,    NA,       NA),
+    ("delete own integration",   (GROUP,),    204,    204,    NA,       204,    NA,       NA),
+    ("delete own integration",   (BOTH,),     204,    204,    NA,       204,    NA,       NA),
 ]
 # fmt: on
 
@@ -319,7 +319,7 @@ async def build(world: World, caller: Caller, settings: tuple[bool, bool]) -> Sc
     platform_on, group_on = settings
     makes_own = caller in (ADMIN, MANAGER_OWN, MEMBER_OWN)
     on = {"members_can_add_integrations": True}
-    await world.platform(P, **(on if platform_on or makes_own else {}))
+    await world.platform(P, "premium", **(on if platform_on or makes_own else {}))
     group = await world.group(P, "Target", **(on if group_on else {}))
     if caller.group_role is not None:
         home = (
