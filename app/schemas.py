@@ -22,9 +22,10 @@ class WriteModel(BaseModel):
 
 
 def _plain_text(value: str) -> str:
-    value = unicodedata.normalize("NFC", value).strip()
+    # Checked before trimming: "Title\r\n" is refused, not silently cut to "Title".
     if _CONTROL.search(value):
         raise ValueError("must not contain control characters or line breaks")
+    value = unicodedata.normalize("NFC", value).strip()
     if not value:
         raise ValueError("must not be blank")
     return value

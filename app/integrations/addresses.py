@@ -31,4 +31,7 @@ def new_address(title: str, domain: str) -> str:
 def display_address(title: str, address: str) -> str:
     """An RFC 5322 mailbox with the title as a quoted display name (UTF-8 kept, RFC 6532)."""
     quoted = title.replace("\\", "\\\\").replace('"', '\\"')
+    # A quoted-pair keeps "=?" from being read as the start of an RFC 2047 encoded-word
+    # (Python's parser, among others, decodes those even inside a quoted string).
+    quoted = quoted.replace("=?", "=\\?")
     return f'"{quoted}" <{address}>'
