@@ -5,14 +5,15 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Self
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from app.integrations.addresses import display_address
 from app.models import Integration, OversizePolicy, Service
 from app.schemas import Name, ReadModel, Title, WriteModel
 
-_DOMAIN = r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}"
-_SENDER = re.compile(rf"(?:[^\s@<>()\[\],;:\"\\]{{1,64}})?@{_DOMAIN}")
+# Every label, the last one too, starts and ends with a letter or digit.
+_DOMAIN = r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9][a-z0-9-]{0,61}[a-z0-9]"
+_SENDER = re.compile(rf"(?:[^\s@<>()\[\],;:\"\\\x00-\x1f\x7f-\x9f]{{1,64}})?@{_DOMAIN}")
 
 
 def _sender(value: str) -> str:
@@ -51,12 +52,13 @@ class IntegrationUpdate(WriteModel):
     allowed_senders: Senders | None = None
     oversize_attachments: OversizePolicy | None = None
 
-    @model_validator(mode="after")
-    def _no_nulls(self) -> Self:
-        nulls = [name for name in self.model_fields_set if getattr(self, name) is None]
-        if nulls:
-            raise ValueError(f"{', '.join(sorted(nulls))} cannot be null")
-        return self
+    @field_validator("title", "enabled", "allowed_senders", "oversize_attachments", mode="before")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        # Only given fields are validated: left out is "keep", null is refused by name.
+        if value is None:
+            raise ValueError("must not be null")
+        return value
 
 
 class IntegrationStats(ReadModel):

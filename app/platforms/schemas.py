@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from app.models.enums import Plan
 from app.schemas import Name, ReadModel, WriteModel
@@ -20,6 +20,14 @@ class PlatformCreate(WriteModel):
 class PlatformUpdate(WriteModel):
     name: Name | None = None
     plan: Plan | None = None
+
+    @field_validator("name", "plan", mode="before")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        # Left out is "keep"; null would otherwise be a silent no-op.
+        if value is None:
+            raise ValueError("must not be null")
+        return value
 
 
 class PlatformRead(ReadModel):

@@ -57,31 +57,29 @@ class TestCreateGroup:
         assert r.json()["code"] == "forbidden"
         assert (await client.get("/v1/groups", headers=ROOT)).json()["items"] == []
 
-    @pytest.mark.parametrize(
-        ("body", "field"),
-        [
-            pytest.param({}, "name", id="no-name"),
-            pytest.param({"name": " \t "}, "name", id="blank-name"),
-            pytest.param({"name": "x" * 201}, "name", id="name-too-long"),
-            pytest.param({"name": "Sales\r\nBcc: x"}, "name", id="name-with-line-break"),
-            pytest.param(
-                {"name": "G", "description": "bell\x07"}, "description", id="description-control"
-            ),
-            pytest.param(
-                {"name": "G", "description": "x" * 2001}, "description", id="description-too-long"
-            ),
-        ],
-    )
     async def test_invalid_groups_are_refused(
-        self, client: httpx.AsyncClient, world: World, body: dict[str, str], field: str
+        self, client: httpx.AsyncClient, world: World, subtests: pytest.Subtests
     ) -> None:
         await world.platform("p1")
+        cases: dict[str, tuple[dict[str, str], str]] = {
+            "no name": ({}, "name"),
+            "blank name": ({"name": " \t "}, "name"),
+            "name too long": ({"name": "x" * 201}, "name"),
+            "name with a line break": ({"name": "Sales\r\nBcc: x"}, "name"),
+            "description with a control character": (
+                {"name": "G", "description": "bell\x07"},
+                "description",
+            ),
+            "description too long": ({"name": "G", "description": "x" * 2001}, "description"),
+        }
 
-        r = await client.post("/v1/groups", json=body, headers=ROOT)
+        for case, (body, field) in cases.items():
+            with subtests.test(case):
+                r = await client.post("/v1/groups", json=body, headers=ROOT)
+                assert r.status_code == 422
+                assert r.json()["code"] == "validation_error"
+                assert ["body", field] in [e["loc"] for e in r.json()["errors"]]
 
-        assert r.status_code == 422
-        assert r.json()["code"] == "validation_error"
-        assert ["body", field] in [e["loc"] for e in r.json()["errors"]]
         assert (await client.get("/v1/groups", headers=ROOT)).json()["items"] == []
 
     async def test_a_name_of_200_characters_is_accepted(
@@ -141,16 +139,16 @@ class TestListGroups:
 
         assert seen == ids[::-1]
 
-    @pytest.mark.parametrize("cursor", ["garbage", "W10", "eyJhIjoxfQ", "é"])
     async def test_an_invalid_cursor_is_refused(
-        self, client: httpx.AsyncClient, world: World, cursor: str
+        self, client: httpx.AsyncClient, world: World, subtests: pytest.Subtests
     ) -> None:
         await world.platform("p1")
 
-        r = await client.get("/v1/groups", params={"cursor": cursor}, headers=ROOT)
-
-        assert r.status_code == 422
-        assert r.json()["code"] == "invalid_cursor"
+        for cursor in ("garbage", "W10", "eyJhIjoxfQ", "é"):
+            with subtests.test(cursor):
+                r = await client.get("/v1/groups", params={"cursor": cursor}, headers=ROOT)
+                assert r.status_code == 422
+                assert r.json()["code"] == "invalid_cursor"
 
 
 class TestGetGroup:
@@ -202,26 +200,25 @@ class TestUpdateGroup:
         assert (r.json()["name"], r.json()["description"]) == ("Kept", None)
         assert r.json()["members_can_add_integrations"] is True
 
-    @pytest.mark.parametrize(
-        "body",
-        [
-            pytest.param({"name": None}, id="null-name"),
-            pytest.param({"members_can_add_integrations": None}, id="null-setting"),
-            pytest.param({"name": ""}, id="empty-name"),
-            pytest.param({"name": "a\nb"}, id="name-with-line-break"),
-        ],
-    )
     async def test_invalid_changes_are_refused(
-        self, client: httpx.AsyncClient, world: World, body: dict[str, object]
+        self, client: httpx.AsyncClient, world: World, subtests: pytest.Subtests
     ) -> None:
         await world.platform("p1")
         group = await world.group("p1", "Kept")
+        cases: dict[str, dict[str, object]] = {
+            "null name": {"name": None},
+            "null setting": {"members_can_add_integrations": None},
+            "empty name": {"name": ""},
+            "name with a line break": {"name": "a\nb"},
+        }
 
-        r = await client.patch(f"/v1/groups/{group}", json=body, headers=ROOT)
+        for case, body in cases.items():
+            with subtests.test(case):
+                r = await client.patch(f"/v1/groups/{group}", json=body, headers=ROOT)
+                assert r.status_code == 422
+                assert r.json()["code"] == "validation_error"
+                assert [["body", *body]] == [e["loc"] for e in r.json()["errors"]]
 
-        assert r.status_code == 422
-        assert r.json()["code"] == "validation_error"
-        assert [["body", *body]] == [e["loc"] for e in r.json()["errors"]]
         got = (await client.get(f"/v1/groups/{group}", headers=ROOT)).json()
         assert (got["name"], got["members_can_add_integrations"]) == ("Kept", False)
 
@@ -321,8 +318,7 @@ class TestMembers:
                 break
             params["cursor"] = r.json()["next_cursor"]
 
-        assert sorted(seen) == ["root", "u1", "u2", "u3", "u4"]
-        assert len(seen) == 5
+        assert seen == ["u4", "u3", "u2", "u1", "root"]
 
     async def test_a_removed_member_loses_access(
         self, client: httpx.AsyncClient, world: World
@@ -370,22 +366,21 @@ class TestMembers:
             "bea": "member",
         }
 
-    @pytest.mark.parametrize(
-        "body",
-        [
-            pytest.param({"role": "owner"}, id="unknown-role"),
-            pytest.param({"role": "admin"}, id="platform-role"),
-            pytest.param({}, id="no-role"),
-        ],
-    )
     async def test_an_invalid_role_is_refused(
-        self, client: httpx.AsyncClient, world: World, body: dict[str, str]
+        self, client: httpx.AsyncClient, world: World, subtests: pytest.Subtests
     ) -> None:
         await world.platform("p1")
         group = await world.group("p1")
+        cases: dict[str, dict[str, str]] = {
+            "unknown role": {"role": "owner"},
+            "platform role": {"role": "admin"},
+            "no role": {},
+        }
 
-        r = await client.put(f"/v1/groups/{group}/members/mo", json=body, headers=ROOT)
+        for case, body in cases.items():
+            with subtests.test(case):
+                r = await client.put(f"/v1/groups/{group}/members/mo", json=body, headers=ROOT)
+                assert r.status_code == 422
+                assert ["body", "role"] in [e["loc"] for e in r.json()["errors"]]
 
-        assert r.status_code == 422
-        assert ["body", "role"] in [e["loc"] for e in r.json()["errors"]]
         assert await member_roles(client, group) == {"root": "manager"}

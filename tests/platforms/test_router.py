@@ -150,6 +150,16 @@ class TestUpdatePlatform:
         assert r.status_code == 404
         assert r.json()["code"] == "not_found"
 
+    async def test_null_is_refused_rather_than_ignored(
+        self, client: httpx.AsyncClient, world: World
+    ) -> None:
+        await world.platform("p1", plan="essentials")
+
+        for field in ("plan", "name"):
+            r = await client.patch("/v1/platforms/p1", json={field: None}, headers=OPERATOR)
+            assert r.status_code == 422
+            assert [e["loc"] for e in r.json()["errors"]] == [["body", field]]
+
     async def test_an_unknown_plan_is_refused(
         self, client: httpx.AsyncClient, world: World
     ) -> None:
@@ -241,7 +251,7 @@ class TestPlatformDetail:
         await world.integration(group)
         await world.integration(group)
 
-        r = await client.get("/v1/platform", headers=bearer("someone", "p1", "member"))
+        r = await client.get("/v1/platform", headers=bearer("root", "p1"))
 
         assert r.status_code == 200
         assert r.json() == {
@@ -297,10 +307,10 @@ class TestPlatformSettings:
 
         assert r.status_code == 200
         assert r.json()["settings"] == {"members_can_add_integrations": True}
-        r = await client.get("/v1/platform", headers=bearer("mo", "p1", "member"))
+        r = await client.get("/v1/platform", headers=bearer("root", "p1"))
         assert r.json()["settings"] == {"members_can_add_integrations": True}
 
-    async def test_a_member_may_see_but_not_change_them(
+    async def test_a_group_manager_may_not_change_them(
         self, client: httpx.AsyncClient, world: World
     ) -> None:
         await world.platform("p1")
