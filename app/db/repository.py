@@ -8,7 +8,7 @@ import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 import sqlalchemy as sa
@@ -33,8 +33,18 @@ def decode_cursor(cursor: str, key_type: type) -> tuple[datetime, Any]:
         moment = datetime.fromisoformat(created)
         if moment.tzinfo is None:
             raise ValueError("naive time")
-        return moment, uuid.UUID(key) if key_type is uuid.UUID else str(key)
-    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        moment = moment.astimezone(UTC)
+        if not isinstance(key, str) or any(ord(c) < 32 or ord(c) == 127 for c in key):
+            raise ValueError("bad key")
+        return moment, uuid.UUID(key) if key_type is uuid.UUID else key
+    except (
+        ValueError,
+        TypeError,
+        OverflowError,
+        binascii.Error,
+        UnicodeDecodeError,
+        json.JSONDecodeError,
+    ) as exc:
         raise InvalidCursor("The cursor is not one this service issued.") from exc
 
 

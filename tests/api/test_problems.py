@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from tests.auth import bearer
+from tests.auth import OPERATOR, bearer
 from tests.factories import World
 
 
@@ -59,3 +59,19 @@ async def test_bad_uuid_in_path_is_a_validation_problem(
     r = await client.get("/v1/groups/not-a-uuid", headers=bearer("root"))
     assert r.status_code == 422
     assert r.json()["errors"][0]["loc"] == ["path", "group_id"]
+
+
+async def test_hostile_cursors_are_refused_not_500(client: httpx.AsyncClient, world: World) -> None:
+    import base64
+    import json
+
+    await world.platform("p1")
+    for created, key in (
+        ("9999-12-31T23:59:59-14:00", "x"),
+        ("2026-01-01T00:00:00+00:00", "a\u0000b"),
+    ):
+        raw = json.dumps([created, key]).encode()
+        cursor = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+        r = await client.get("/v1/platforms", params={"cursor": cursor}, headers=OPERATOR)
+        assert r.status_code == 422, r.text
+        assert r.json()["code"] == "invalid_cursor"
