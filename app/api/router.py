@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from app.deliveries.router import router as deliveries_router
 from app.groups.router import router as groups_router
+from app.inbound.router import router as inbound_router
 from app.integrations.router import router as integrations_router
 from app.platforms.router import operator_router
 from app.platforms.router import router as platform_router
@@ -19,5 +21,7 @@ for router in (
     integrations_router,
     posts_router,
     attachments_router,
+    deliveries_router,
+    inbound_router,
 ):
     api_router.include_router(router)

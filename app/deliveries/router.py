@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+
+from app.api.deps import CurrentUser, Operator, SessionDep, SettingsDep
+from app.api.pagination import Page, Pagination
+from app.api.problems import responses
+from app.db.repository import PageResult
+from app.deliveries.schemas import DeliveryRead
+from app.deliveries.service import DeliveryService
+from app.errors import NotReplayable
+from app.inbound.service import InboundService
+from app.models import Delivery, DeliveryStatus
+
+
+def delivery_service(session: SessionDep, settings: SettingsDep) -> DeliveryService:
+    return DeliveryService(session, settings)
+
+
+Service = Annotated[DeliveryService, Depends(delivery_service)]
+StatusFilter = Annotated[DeliveryStatus | None, Query(alias="status")]
+ReasonFilter = Annotated[str | None, Query(alias="reason", max_length=64)]
+
+router = APIRouter(tags=["deliveries"], responses=responses(401))
+
+
+def _page(result: PageResult[Delivery]) -> Page[DeliveryRead]:
+    return Page(
+        items=[DeliveryRead.model_validate(d) for d in result.items],
+        next_cursor=result.next_cursor,
+    )
+
+
+@router.get(
+    "/v1/integrations/{integration_id}/deliveries", status_code=200, responses=responses(404, 422)
+)
+async def list_integration_deliveries(
+    integration_id: uuid.UUID, user: CurrentUser, service: Service, page: Pagination
+) -> Page[DeliveryRead]:
+    """The delivery log of one integration, newest first."""
+    return _page(
+        await service.for_integration(user, integration_id, limit=page.limit, cursor=page.cursor)
+    )
+
+
+@router.get("/v1/deliveries", status_code=200, responses=responses(403, 422))
+async def list_deliveries(
+    user: CurrentUser,
+    service: Service,
+    page: Pagination,
+    status: StatusFilter = None,
+    reason: ReasonFilter = None,
+) -> Page[DeliveryRead]:
+    """Every delivery of the platform (admins), including mail to deleted integrations."""
+    return _page(
+        await service.for_platform(
+            user, status=status, reason=reason, limit=page.limit, cursor=page.cursor
+        )
+    )
+
+
+@router.get("/v1/deliveries/{delivery_id}", status_code=200, responses=responses(404, 422))
+async def get_delivery(delivery_id: uuid.UUID, user: CurrentUser, service: Service) -> DeliveryRead:
+    return DeliveryRead.model_validate(await service.get(user, delivery_id))
+
+
+@router.post(
+    "/v1/deliveries/{delivery_id}/replay", status_code=200, responses=responses(403, 404, 409, 422)
+)
+async def replay_delivery(
+    delivery_id: uuid.UUID,
+    user: CurrentUser,
+    service: Service,
+    session: SessionDep,
+    request: Request,
+) -> DeliveryRead:
+    """Process a `failed` delivery again from its kept content (admins); 409 for other statuses."""
+    delivery = await service.replayable(user, delivery_id)
+    if delivery.status is not DeliveryStatus.failed:
+        raise NotReplayable(
+            f"Only failed deliveries can be replayed; this one is {delivery.status}."
+        )
+    await session.commit()  # replay runs its own transactions (SQLite has one writer at a time)
+    state = request.app.state
+    inbound = InboundService(state.sessionmaker, state.blobs, state.settings)
+    replayed = await inbound.replay(delivery.id, user.platform_id)
+    if replayed is None or replayed.status is DeliveryStatus.failed:
+        raise NotReplayable("The delivery's kept content is gone or it failed again.")
+    return DeliveryRead.model_validate(replayed)
+
+
+@router.get(
+    "/v1/unrouted-deliveries",
+    status_code=200,
+    dependencies=[Operator],
+    responses=responses(422),
+    tags=["operator"],
+)
+async def list_unrouted_deliveries(
+    service: Service, page: Pagination, status: StatusFilter = None, reason: ReasonFilter = None
+) -> Page[DeliveryRead]:
+    """Mail that matched no integration at all (the operator's view)."""
+    return _page(
+        await service.unrouted(status=status, reason=reason, limit=page.limit, cursor=page.cursor)
+    )

@@ -1,0 +1,73 @@
+"""The kept content of a mail: a JSON document whose attachments are blobs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, replace
+from typing import Any
+
+from app.blobs.store import BlobStore
+from app.inbound.model import InboundAttachment, InboundEmail
+
+VERSION = 1
+
+
+async def store_attachments(email: InboundEmail, blobs: BlobStore) -> InboundEmail:
+    """Write every kept attachment to the blob store (fsynced); the result names them by digest."""
+    stored = []
+    for attachment in email.attachments:
+        if not attachment.kept:
+            stored.append(attachment)
+            continue
+        if attachment.path is not None:
+            sha256 = await blobs.put_file(attachment.path, attachment.sha256)
+        elif attachment.data is not None:
+            sha256 = await blobs.put_bytes(attachment.data)
+        else:
+            sha256 = attachment.sha256 or ""
+        stored.append(replace(attachment, sha256=sha256))
+    return replace(email, attachments=tuple(stored))
+
+
+def to_document(email: InboundEmail) -> bytes:
+    """Serialise a mail whose attachments are already stored (``sha256`` names each blob)."""
+    doc = asdict(email)
+    doc["version"] = VERSION
+    doc["attachments"] = [
+        {k: v for k, v in asdict(a).items() if k not in {"data", "path"}} for a in email.attachments
+    ]
+    return json.dumps(doc, ensure_ascii=False, sort_keys=True).encode()
+
+
+async def keep(email: InboundEmail, blobs: BlobStore) -> str:
+    """Store the mail's content; returns the digest of its document."""
+    email = await store_attachments(email, blobs)
+    return await blobs.put_bytes(to_document(email))
+
+
+async def load(sha256: str, blobs: BlobStore) -> InboundEmail:
+    doc: dict[str, Any] = json.loads(await blobs.read_all(sha256))
+    doc.pop("version", None)
+    attachments = []
+    for item in doc.pop("attachments", []):
+        data = (
+            await blobs.read_all(item["sha256"])
+            if item.get("kept") and item.get("sha256")
+            else None
+        )
+        attachments.append(InboundAttachment(**item, data=data))
+    doc["recipients"] = tuple(doc.get("recipients", ()))
+    doc["headers"] = tuple(tuple(h) for h in doc.get("headers", ()))
+    return InboundEmail(**doc, attachments=tuple(attachments))
+
+
+def content_digest(email: InboundEmail) -> str:
+    """A digest of the normalised content (not of the request bytes, whose framing may change)."""
+    h = hashlib.sha256()
+    for part in (email.from_address or "", email.subject, email.text or "", email.html or ""):
+        h.update(part.encode("utf-8", "surrogatepass"))
+        h.update(b"\0")
+    for a in email.attachments:
+        h.update(f"{a.filename}\0{a.size}\0{a.sha256 or ''}\0".encode("utf-8", "surrogatepass"))
+    return h.hexdigest()

@@ -1,0 +1,507 @@
+"""A raw RFC 5322 message (bytes) to the normalised ``InboundEmail``.
+
+The structure is parsed by the stdlib (``BytesParser`` with ``policy.default``) after
+``check_complexity`` has bounded it. Header *values* are not read through ``policy.default``'s
+structured parsers, which are super-linear in the length of a value (measured: a 256 KiB To
+header takes minutes) and raise on some malformed input: they are unfolded and RFC 2047-decoded
+here in linear time. Only a short From value is given to the stdlib's address parser.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import codecs
+import email.policy
+import hashlib
+import io
+import mimetypes
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from email.generator import BytesGenerator, Generator
+from email.message import EmailMessage, Message
+from email.parser import BytesParser
+from typing import cast
+
+from app.inbound.errors import MalformedMessage, MessageTooComplex
+from app.inbound.html import html_to_text
+from app.inbound.limits import check_complexity
+from app.inbound.model import InboundAttachment, InboundEmail
+from app.inbound.names import plain_text, safe_filename
+
+MAX_SUBJECT_CHARS = 998
+MAX_NAME_CHARS = 400
+MAX_PARSED_FROM_CHARS = 2048  # longer From values are read by a linear fallback
+FORWARDED_NAME = "forwarded-message.eml"
+
+_MIME_TYPES = mimetypes.MimeTypes()  # the stdlib's table only: the same names on every host
+_CONTENT_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,63}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}")
+_FOLD = re.compile(r"\r?\n|\r")
+_ENCODED_WORD = re.compile(r"=\?([^?\s*]+)(?:\*[^?\s]*)?\?([bBqQ])\?([^?\s]*)\?=")
+_SPACE_ONLY = re.compile(r"[ \t]*")
+_ANGLE_ADDRESS = re.compile(r"<\s*([^<>\s@]+@[^<>\s@]+?)\s*>")
+_BARE_ADDRESS = re.compile(r"[^\s<>(),;:\"\[\]@]+@[^\s<>(),;:\"\[\]@]+")
+_MESSAGE_ID = re.compile(r"<([^<>]*)>")
+
+# Labels that mail software uses for a wider encoding than the label says (as browsers do).
+_CHARSET_ALIASES = {
+    "iso-8859-1": "cp1252",
+    "iso8859-1": "cp1252",
+    "iso_8859-1": "cp1252",
+    "latin1": "cp1252",
+    "latin-1": "cp1252",
+    "l1": "cp1252",
+    "gb2312": "gb18030",
+    "gbk": "gb18030",
+    "x-gbk": "gb18030",
+    "shift_jis": "cp932",
+    "shift-jis": "cp932",
+    "sjis": "cp932",
+    "x-sjis": "cp932",
+    "ks_c_5601-1987": "cp949",
+    "euc-kr": "cp949",
+    "big5": "big5hkscs",
+}
+# Codecs that are not character sets of mail (or are slow or surprising on hostile input).
+_REFUSED_CODECS = frozenset(
+    {"idna", "punycode", "raw_unicode_escape", "unicode_escape", "undefined", "mbcs", "oem"}
+)
+
+
+def decode_bytes(data: bytes, charset: str | None) -> str:
+    """Text of ``data`` in the declared charset; an unknown or wrong one degrades to U+FFFD."""
+    label = (charset or "").strip().strip("\"'").lower()
+    if label in {"", "us-ascii", "ascii", "utf-8", "utf8"}:
+        return data.decode("utf-8", "replace")
+    try:
+        codec = codecs.lookup(_CHARSET_ALIASES.get(label, label))
+    except (LookupError, ValueError):  # unknown, or not even a name (a NUL in it)
+        codec = None
+    if (
+        codec is not None
+        and codec.name not in _REFUSED_CODECS
+        and getattr(codec, "_is_text_encoding", True)
+    ):
+        try:
+            text: str = codec.decode(data, "replace")[0]
+        except Exception:  # a codec that fails even with errors="replace"
+            return data.decode("utf-8", "replace")
+        return text
+    return data.decode("utf-8", "replace")
+
+
+def _undo_surrogates(value: str) -> str:
+    """Raw 8-bit header bytes (kept by the parser as surrogates) read as UTF-8 (RFC 6532)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return value
+
+
+def _decode_word(encoding: str, text: str) -> bytes | None:
+    try:
+        if encoding in "bB":
+            return base64.b64decode(text + "=" * (-len(text) % 4))
+        return binascii.a2b_qp(text.encode("ascii"), header=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def decode_header(value: str) -> str:
+    """A raw header value unfolded and RFC 2047-decoded, in linear time.
+
+    Encoded words separated only by white space are joined (their bytes too, when they share a
+    charset, so that a character split across two words survives); undecodable words stay as
+    they are.
+    """
+    value = _undo_surrogates(_FOLD.sub("", value))
+    if "=?" not in value:
+        return value
+    out: list[str] = []
+    pending: list[bytes] = []
+    pending_charset: str | None = None
+    after_word = False
+    position = 0
+    for match in _ENCODED_WORD.finditer(value):
+        data = _decode_word(match.group(2), match.group(3))
+        if data is None:
+            continue  # left as it is: it becomes part of the next gap
+        charset = match.group(1).lower()
+        gap = value[position : match.start()]
+        adjacent = after_word and _SPACE_ONLY.fullmatch(gap) is not None
+        if pending and not (adjacent and charset == pending_charset):
+            out.append(decode_bytes(b"".join(pending), pending_charset))
+            pending = []
+        if not adjacent:
+            out.append(gap)
+        pending.append(data)
+        pending_charset = charset
+        after_word = True
+        position = match.end()
+    if pending:
+        out.append(decode_bytes(b"".join(pending), pending_charset))
+    out.append(value[position:])
+    return "".join(out)
+
+
+# --- headers ------------------------------------------------------------------------------------
+
+
+def _headers(message: Message) -> tuple[tuple[str, str], ...]:
+    """Every header, in order, as ``(lower-case name, decoded value)``."""
+    return tuple(
+        (_undo_surrogates(str(name)).strip().lower(), decode_header(str(value)))
+        for name, value in message.raw_items()
+    )
+
+
+def _first(headers: tuple[tuple[str, str], ...], name: str) -> str | None:
+    return next((value for key, value in headers if key == name), None)
+
+
+def _raw_header(part: Message, name: str) -> str | None:
+    """The first ``name`` header of the part, unfolded but not decoded."""
+    for key, value in part.raw_items():
+        if str(key).strip().lower() == name:
+            return _undo_surrogates(_FOLD.sub("", str(value)))
+    return None
+
+
+def _address(spec: str) -> str | None:
+    local, at, domain = spec.strip().rpartition("@")
+    if not at or not local or not domain or plain_text(spec) != spec.strip():
+        return None
+    return f"{local}@{domain.lower()}"
+
+
+def _parse_from_stdlib(value: str) -> tuple[str, str | None] | None:
+    try:
+        header = email.policy.default.header_factory("from", value)
+        addresses = getattr(header, "addresses", ())
+        if not addresses:
+            return None
+        first = addresses[0]
+        spec = _address(str(first.addr_spec))
+        name = plain_text(str(first.display_name or ""), MAX_NAME_CHARS) or None
+    except Exception:  # the stdlib's address parser raises on assorted hostile input
+        return None
+    return (spec, name) if spec is not None else None
+
+
+def parse_from(value: str | None) -> tuple[str | None, str | None]:
+    """``(addr-spec, display name)`` of a raw From value (RFC 2047 words still encoded).
+
+    ``(None, None)`` when it cannot be read; never an exception. A value longer than
+    MAX_PARSED_FROM_CHARS, or one the stdlib's parser rejects, is read by a linear fallback.
+    """
+    if not value or not value.strip():
+        return None, None
+    if len(value) <= MAX_PARSED_FROM_CHARS:
+        parsed = _parse_from_stdlib(value)
+        if parsed is not None:
+            return parsed
+    # Linear fallback: "Name <user@domain>" or a bare addr-spec.
+    angle = _ANGLE_ADDRESS.search(value)
+    if angle is not None:
+        spec = _address(angle.group(1))
+        name = decode_header(value[: angle.start()]).strip().strip('"')
+        return spec, (plain_text(name, MAX_NAME_CHARS) or None) if spec else None
+    bare = _BARE_ADDRESS.search(value)
+    return (_address(bare.group()) if bare else None), None
+
+
+def _message_id(value: str | None) -> str | None:
+    if not value:
+        return None
+    match = _MESSAGE_ID.search(value)
+    inner = match.group(1) if match else value
+    inner = re.sub(r"\s+", "", plain_text(inner))
+    return inner[:MAX_SUBJECT_CHARS] or None
+
+
+# --- parts --------------------------------------------------------------------------------------
+
+
+def _header(part: Message, name: str) -> object | None:
+    """The parsed header (``policy.default``), or None when absent or unparsable."""
+    try:
+        return part.get(name)
+    except Exception:  # the header parser raises on some malformed values
+        return None
+
+
+def _params(header: object | None) -> dict[str, str]:
+    try:
+        params = getattr(header, "params", None) or {}
+        return {str(k).lower(): str(v) for k, v in params.items()}
+    except Exception:
+        return {}
+
+
+@dataclass(frozen=True)
+class _PartInfo:
+    """What is read of a part's MIME headers (each parsed once: the parser is slow)."""
+
+    content_type: str
+    disposition: str | None
+    filename: str | None
+    charset: str | None
+    content_id: str | None
+
+
+def _content_type_of(part: Message, header: object | None) -> str:
+    if header is None:
+        try:
+            value = part.get_default_type()
+        except Exception:
+            value = "text/plain"
+    else:
+        value = str(getattr(header, "content_type", "") or "text/plain").lower()
+    return value if _CONTENT_TYPE.fullmatch(value) else "application/octet-stream"
+
+
+def _info(part: Message) -> _PartInfo:
+    content_type_header = _header(part, "content-type")
+    disposition_header = _header(part, "content-disposition")
+    type_params = _params(content_type_header)
+    disposition_params = _params(disposition_header)
+    disposition = getattr(disposition_header, "content_disposition", None)
+    name = disposition_params.get("filename") or type_params.get("name")
+    content_id = _raw_header(part, "content-id")
+    return _PartInfo(
+        content_type=_content_type_of(part, content_type_header),
+        disposition=str(disposition).lower() if disposition else None,
+        filename=(plain_text(decode_header(name)) or None) if name else None,
+        charset=type_params.get("charset"),
+        content_id=(plain_text(decode_header(content_id), MAX_SUBJECT_CHARS).strip("<> ") or None)
+        if content_id
+        else None,
+    )
+
+
+def _content_type(part: Message) -> str:
+    return _content_type_of(part, _header(part, "content-type"))
+
+
+def _payload(part: Message) -> bytes:
+    try:
+        data = part.get_payload(decode=True)
+    except Exception:
+        data = None
+    return data if isinstance(data, bytes) else b""
+
+
+_GENERATOR_POLICY = email.policy.default.clone(refold_source="none", linesep="\r\n")
+
+
+def _nested(part: Message) -> list[Message]:
+    """The messages inside a ``message/*`` part (get_payload() only for those: on a leaf it
+    decodes with the declared charset, which may be anything)."""
+    if not part.is_multipart():
+        return []
+    payload = part.get_payload()
+    return [inner for inner in payload if isinstance(inner, Message)]
+
+
+def _flatten(inner: Message) -> bytes:
+    buffer = io.BytesIO()
+    try:
+        BytesGenerator(buffer, mangle_from_=False, policy=_GENERATOR_POLICY).flatten(
+            cast(EmailMessage, inner)
+        )
+    except UnicodeError:  # a decoded boundary that is not ASCII: write it as text instead
+        text = io.StringIO()
+        Generator(text, mangle_from_=False, policy=_GENERATOR_POLICY).flatten(
+            cast(EmailMessage, inner)
+        )
+        return text.getvalue().encode("utf-8", "surrogateescape")
+    return buffer.getvalue()
+
+
+def _message_bytes(part: Message) -> bytes:
+    """The body of a ``message/*`` part: its nested message(s), as received (not refolded)."""
+    if not part.is_multipart():
+        return _payload(part)
+    # One message; or the header blocks of a message/delivery-status.
+    return b"".join(_flatten(inner) for inner in _nested(part))
+
+
+def _nested_subject(part: Message) -> str | None:
+    messages = _nested(part)
+    inner = messages[0] if messages else None
+    if not isinstance(inner, Message):
+        return None
+    subject = _raw_header(inner, "subject")
+    return plain_text(decode_header(subject), 200) if subject else None
+
+
+@dataclass
+class _Leaf:
+    part: Message
+    info: _PartInfo
+    in_alternative: bool
+
+
+def _leaves(root: Message) -> Iterator[_Leaf]:
+    """Leaf parts in document order; a nested message (``message/*``) is one leaf."""
+    stack: list[tuple[Message, bool]] = [(root, False)]
+    while stack:
+        part, in_alternative = stack.pop()
+        info = _info(part)
+        payload = part.get_payload() if part.is_multipart() else None
+        if isinstance(payload, list) and not info.content_type.startswith("message/"):
+            alternative = in_alternative or info.content_type == "multipart/alternative"
+            stack.extend(
+                (child, alternative) for child in reversed(payload) if isinstance(child, Message)
+            )
+            continue
+        # A forwarded message (or a report) is one leaf: its parts are not walked into.
+        yield _Leaf(part, info, in_alternative)
+
+
+@dataclass
+class _Collected:
+    text: list[str] = field(default_factory=list)
+    html: list[str] = field(default_factory=list)
+    attachments: list[InboundAttachment] = field(default_factory=list)
+
+
+def _attachment(leaf: _Leaf, index: int, max_attachment_bytes: int) -> InboundAttachment:
+    part, info = leaf.part, leaf.info
+    name = info.filename
+    if info.content_type in {"message/rfc822", "message/global"}:
+        data = _message_bytes(part)
+        fallback = FORWARDED_NAME
+        if name is None:
+            subject = _nested_subject(part)
+            if subject:
+                name = subject.replace("/", "-").replace("\\", "-") + ".eml"
+    elif info.content_type.startswith("message/"):
+        data = _message_bytes(part)
+        fallback = f"attachment-{index}.txt"
+    else:
+        data = _payload(part)
+        extension = _MIME_TYPES.guess_extension(info.content_type) or ".bin"
+        fallback = f"attachment-{index}{extension}"
+    too_large = len(data) > max_attachment_bytes
+    return InboundAttachment(
+        filename=safe_filename(name, fallback),
+        content_type=info.content_type,
+        size=len(data),
+        sha256=None if too_large else hashlib.sha256(data).hexdigest(),
+        content_id=info.content_id,
+        inline=info.content_id is not None and info.disposition != "attachment",
+        data=None if too_large else data,
+        kept=not too_large,
+    )
+
+
+def _collect(root: Message, max_attachment_bytes: int) -> _Collected:
+    collected = _Collected()
+    for leaf in _leaves(root):
+        info = leaf.info
+        if (
+            info.content_type in {"text/plain", "text/html"}
+            and info.filename is None
+            and info.disposition != "attachment"
+        ):
+            bodies = collected.text if info.content_type == "text/plain" else collected.html
+            # The first one is the body; further ones outside an alternative continue it
+            # (clients split a body around inline images); in an alternative they repeat it.
+            if not bodies or not leaf.in_alternative:
+                text = decode_bytes(_payload(leaf.part), info.charset)
+                bodies.append(text.replace("\r\n", "\n").replace("\r", "\n"))
+            continue
+        index = len(collected.attachments) + 1
+        collected.attachments.append(_attachment(leaf, index, max_attachment_bytes))
+    return collected
+
+
+# --- the message --------------------------------------------------------------------------------
+
+
+def _null_sender(envelope_from: str | None) -> str | None:
+    if envelope_from is None:
+        return None
+    value = envelope_from.strip()
+    return None if value.strip("<>").strip() == "" else value
+
+
+def _build(
+    message: Message,
+    raw: bytes,
+    *,
+    provider: str,
+    recipients: tuple[str, ...],
+    envelope_from: str | None,
+    max_attachment_bytes: int,
+    spf: str | None,
+    dkim: str | None,
+    event_id: str | None,
+) -> InboundEmail:
+    headers = _headers(message)
+    from_address, from_name = parse_from(_raw_header(message, "from"))
+    collected = _collect(message, max_attachment_bytes)
+    text = "\n".join(collected.text) if collected.text else None
+    html = "".join(collected.html) if collected.html else None
+    if text is None and html is not None:
+        text = html_to_text(html)
+    return InboundEmail(
+        provider=provider,
+        recipients=tuple(recipients),
+        envelope_from=_null_sender(envelope_from),
+        from_address=from_address,
+        from_name=from_name,
+        subject=plain_text(_first(headers, "subject") or "", MAX_SUBJECT_CHARS),
+        text=text,
+        html=html,
+        message_id=_message_id(_first(headers, "message-id")),
+        headers=headers,
+        attachments=tuple(collected.attachments),
+        content_type=_content_type(message),
+        size_bytes=len(raw),
+        spf=spf,
+        dkim=dkim,
+        event_id=event_id,
+    )
+
+
+def parse_mime(
+    raw: bytes,
+    *,
+    provider: str,
+    recipients: tuple[str, ...],
+    envelope_from: str | None,
+    max_attachment_bytes: int,
+    spf: str | None = None,
+    dkim: str | None = None,
+    event_id: str | None = None,
+) -> InboundEmail:
+    """Parse a raw message; ``MessageTooComplex`` or ``MalformedMessage`` when it cannot be.
+
+    The bounds of ``check_complexity`` are checked first, on the bytes. The parser is lenient:
+    most garbage still yields a message (without From, subject or body, perhaps).
+    """
+    raw = bytes(raw)
+    check_complexity(raw)
+    try:
+        message = BytesParser(policy=email.policy.default).parsebytes(raw)
+        return _build(
+            message,
+            raw,
+            provider=provider,
+            recipients=recipients,
+            envelope_from=envelope_from,
+            max_attachment_bytes=max_attachment_bytes,
+            spf=spf,
+            dkim=dkim,
+            event_id=event_id,
+        )
+    except (MalformedMessage, MessageTooComplex):
+        raise
+    except RecursionError as exc:
+        raise MessageTooComplex("the message is nested too deeply to parse") from exc
+    except Exception as exc:  # the stdlib parser's assorted failures on hostile input
+        raise MalformedMessage(f"unreadable MIME message ({type(exc).__name__})") from exc

@@ -1,0 +1,182 @@
+"""What every provider adapter shares: credentials, size caps, spooling and field decoding."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hmac
+import json
+import mimetypes
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from email.headerregistry import AddressHeader, HeaderRegistry
+from pathlib import Path
+from typing import Any
+
+from fastapi import Request
+
+from app.config import Settings
+from app.inbound.errors import MalformedMessage
+from app.inbound.model import InboundAttachment, InboundEmail
+from app.inbound.multipart import Form, FormPart, PayloadTooLarge, read_form
+from app.inbound.names import plain_text, safe_filename
+
+# At most this many raw messages are parsed in memory at once in one worker.
+PARSE_SLOTS = asyncio.Semaphore(4)
+
+
+class EndpointDisabled(Exception):
+    """The endpoint's secret is not configured: it answers 404."""
+
+
+class InvalidCredentials(Exception):
+    """Bad signature or credentials: 401, and nothing is recorded."""
+
+    def __init__(self, detail: str, scheme: str = "Basic") -> None:
+        super().__init__(detail)
+        self.detail, self.scheme = detail, scheme
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """An authenticated payload refused before it became a message (malformed, too complex)."""
+
+    reason: str
+    detail: str
+    recipients: tuple[str, ...] = ()
+    envelope_from: str | None = None
+
+
+def check_content_length(request: Request, settings: Settings) -> None:
+    """Refuse before reading when Content-Length already says the body is over the cap."""
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > settings.max_request_bytes:
+        raise PayloadTooLarge(settings.max_request_bytes)
+
+
+def check_basic_auth(request: Request, settings: Settings) -> None:
+    if not settings.inbound_username or not settings.inbound_password:
+        raise EndpointDisabled()
+    header = request.headers.get("authorization", "")
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic" or not encoded:
+        raise InvalidCredentials("Basic credentials are required.")
+    try:
+        username, sep, password = (
+            base64.b64decode(encoded.strip(), validate=True).decode().partition(":")
+        )
+    except (binascii.Error, UnicodeDecodeError) as exc:
+        raise InvalidCredentials("Malformed Basic credentials.") from exc
+    user_ok = hmac.compare_digest(username.encode(), settings.inbound_username.encode())
+    password_ok = False
+    for candidate in settings.inbound_password:  # every one is compared: constant time overall
+        password_ok |= hmac.compare_digest(password.encode(), candidate.get_secret_value().encode())
+    if not (sep and user_ok and password_ok):
+        raise InvalidCredentials("Wrong username or password.")
+
+
+@asynccontextmanager
+async def form_of(
+    request: Request, settings: Settings, *, raw_fields: int = 0
+) -> AsyncIterator[Form]:
+    """The request's form, spooled under ``BLOB_DIR/tmp`` and removed afterwards."""
+    check_content_length(request, settings)
+    form = await read_form(
+        request.stream(),
+        request.headers.get("content-type", ""),
+        spool_root=settings.blob_dir,
+        max_total=settings.max_request_bytes,
+        max_file=settings.max_attachment_bytes,
+        max_field=settings.max_request_bytes,
+    )
+    try:
+        yield form
+    finally:
+        await asyncio.to_thread(form.cleanup)
+
+
+def field(form: Form, name: str, charset: str | None = "utf-8") -> str | None:
+    """The last value of a field (anymail's rule for conflicting merged variables)."""
+    parts = form.getall(name)
+    if not parts:
+        return None
+    part = parts[-1]
+    if part.truncated:
+        raise MalformedMessage(f"field {name!r} is too large")
+    from app.inbound.multipart import decode_text
+
+    return decode_text(part.read(), charset or part.charset or "utf-8")
+
+
+def json_field(form: Form, name: str) -> Any:
+    value = field(form, name)
+    if value is None or not value.strip():
+        return None
+    try:
+        return json.loads(value)
+    except ValueError as exc:
+        raise MalformedMessage(f"field {name!r} is not JSON") from exc
+
+
+def parse_from(value: str | None) -> tuple[str | None, str | None]:
+    """``(addr-spec, display name)`` of a From value; ``(None, None)`` when it cannot be read."""
+    if not value:
+        return None, None
+    try:
+        header = HeaderRegistry()("From", value.replace("\r", " ").replace("\n", " "))
+        addresses = header.addresses if isinstance(header, AddressHeader) else ()
+    except Exception:  # the header parser raises assorted errors on hostile input
+        return None, None
+    if not addresses:
+        return None, None
+    address = addresses[0]
+    spec = address.addr_spec if "@" in address.addr_spec else None
+    if spec:
+        local, _, domain = spec.rpartition("@")
+        spec = f"{local}@{domain.lower()}"
+    name = plain_text(address.display_name, 400) or None
+    return spec, name
+
+
+def bare_content_type(value: str | None) -> str:
+    if not value:
+        return "application/octet-stream"
+    kind = value.split(";", 1)[0].strip().lower()
+    return kind if "/" in kind and len(kind) <= 200 else "application/octet-stream"
+
+
+def attachment_from_part(
+    part: FormPart, index: int, *, content_id: str | None, content_type: str | None = None
+) -> InboundAttachment:
+    kind = bare_content_type(content_type or part.content_type)
+    fallback = f"attachment-{index}{mimetypes.guess_extension(kind) or '.bin'}"
+    return InboundAttachment(
+        filename=safe_filename(part.filename, fallback),
+        content_type=kind,
+        size=part.size,
+        sha256=None if part.truncated else part.sha256,
+        content_id=content_id.strip("<> ") if content_id else None,
+        inline=bool(content_id),
+        data=part.data if not part.truncated else None,
+        path=part.path if not part.truncated else None,
+        kept=not part.truncated,
+    )
+
+
+async def parse_raw(raw: bytes, **kwargs: Any) -> InboundEmail:
+    """Parse a raw message in a thread, with a per-worker bound on how many at once."""
+    from app.inbound.message import parse_mime
+
+    async with PARSE_SLOTS:
+        return await asyncio.to_thread(parse_mime, raw, **kwargs)
+
+
+async def read_bytes(part: FormPart) -> bytes:
+    if part.truncated:
+        raise MalformedMessage(f"field {part.name!r} is too large")
+    if part.data is not None:
+        return part.data
+    assert part.path is not None  # noqa: S101
+    return await asyncio.to_thread(Path(part.path).read_bytes)

@@ -1,0 +1,148 @@
+"""Mailgun routes' ``forward()``: parsed fields, or the raw message in ``body-mime``."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+
+from fastapi import Request
+
+from app.config import Settings
+from app.inbound.errors import MalformedMessage
+from app.inbound.html import html_to_text
+from app.inbound.model import InboundEmail
+from app.inbound.multipart import Form
+from app.inbound.names import plain_text
+from app.inbound.providers.base import (
+    EndpointDisabled,
+    InvalidCredentials,
+    attachment_from_part,
+    field,
+    json_field,
+    parse_from,
+    parse_raw,
+    read_bytes,
+)
+
+PROVIDER = "mailgun"
+MAX_AGE_SECONDS = 9 * 3600  # Mailgun retries re-send the original signature for 8 hours
+MAX_SKEW_SECONDS = 5 * 60
+
+
+def check_enabled(settings: Settings) -> None:
+    if not settings.mailgun_signing_key:
+        raise EndpointDisabled()
+
+
+def verify(form: Form, settings: Settings, now: float | None = None) -> str:
+    """Check the HMAC of timestamp+token with any configured key and the time window; the token."""
+    timestamp, token, signature = (field(form, n) for n in ("timestamp", "token", "signature"))
+    if not (timestamp and token and signature):
+        raise InvalidCredentials("timestamp, token and signature are required.", "Mailgun")
+    try:
+        moment = int(timestamp)
+    except ValueError as exc:
+        raise InvalidCredentials("The timestamp is not a number.", "Mailgun") from exc
+    now = time.time() if now is None else now
+    if not (now - MAX_AGE_SECONDS <= moment <= now + MAX_SKEW_SECONDS):
+        raise InvalidCredentials("The timestamp is outside the accepted window.", "Mailgun")
+    message = f"{timestamp}{token}".encode()
+    valid = False
+    for key in settings.mailgun_signing_key:
+        expected = hmac.new(key.get_secret_value().encode(), message, hashlib.sha256).hexdigest()
+        valid |= hmac.compare_digest(expected.encode(), signature.strip().lower().encode())
+    if not valid:
+        raise InvalidCredentials("The signature does not match.", "Mailgun")
+    return token
+
+
+def recipients(form: Form) -> tuple[str, ...]:
+    value = field(form, "recipient") or ""
+    return tuple(r.strip() for r in value.split(",") if r.strip())
+
+
+def envelope_from(form: Form) -> str | None:
+    value = (field(form, "sender") or "").strip()
+    return None if value in {"", "<>"} else value
+
+
+async def parse_mime_form(form: Form, token: str, settings: Settings) -> InboundEmail:
+    part = form.get("body-mime")
+    if part is None:
+        raise MalformedMessage("body-mime is missing")
+    raw = await read_bytes(part)
+    return await parse_raw(
+        raw,
+        provider=PROVIDER,
+        recipients=recipients(form),
+        envelope_from=envelope_from(form),
+        max_attachment_bytes=settings.max_attachment_bytes,
+        spf=field(form, "X-Mailgun-Spf"),
+        dkim=field(form, "X-Mailgun-Dkim-Check-Result"),
+        event_id=token,
+    )
+
+
+def _cid_map(form: Form) -> dict[str, str]:
+    """``attachment-N`` → content id, from ``content-id-map`` (which may repeat or blank keys)."""
+    value = field(form, "content-id-map")
+    if not value:
+        return {}
+    try:
+        pairs = json.loads(value, object_pairs_hook=list)
+    except ValueError:
+        return {}
+    if not isinstance(pairs, list):
+        return {}
+    return {str(v): str(k).strip("<> ") for k, v in pairs if k and isinstance(v, str)}
+
+
+def parse_fields(form: Form, token: str, settings: Settings) -> InboundEmail:
+    headers: list[tuple[str, str]] = []
+    raw_headers = json_field(form, "message-headers") or []
+    if not isinstance(raw_headers, list):
+        raise MalformedMessage("message-headers is not a list")
+    for item in raw_headers:
+        if isinstance(item, list) and len(item) == 2:
+            headers.append((str(item[0]).lower(), str(item[1])))
+    header = dict(headers)
+    from_address, from_name = parse_from(field(form, "from") or header.get("from"))
+    html = field(form, "body-html")
+    text = field(form, "body-plain")
+    if text is None and html:
+        text = html_to_text(html)
+    cids = _cid_map(form)
+    attachments = tuple(
+        attachment_from_part(part, i, content_id=cids.get(part.name))
+        for i, part in enumerate(form.files(), start=1)
+    )
+    size = sum(p.size for p in form.parts)
+    return InboundEmail(
+        provider=PROVIDER,
+        recipients=recipients(form),
+        envelope_from=envelope_from(form),
+        from_address=from_address,
+        from_name=from_name,
+        subject=plain_text(field(form, "subject") or header.get("subject") or "", 998),
+        text=text,
+        html=html,
+        message_id=(header.get("message-id") or field(form, "Message-Id") or "").strip("<> ")
+        or None,
+        headers=tuple(headers),
+        attachments=attachments,
+        content_type=(header.get("content-type") or "text/plain").split(";")[0].strip().lower(),
+        size_bytes=size,
+        spf=header.get("x-mailgun-spf") or field(form, "X-Mailgun-Spf"),
+        dkim=header.get("x-mailgun-dkim-check-result")
+        or field(form, "X-Mailgun-Dkim-Check-Result"),
+        event_id=token,
+    )
+
+
+async def read(request: Request, settings: Settings, form: Form, *, mime: bool) -> InboundEmail:
+    token = verify(form, settings)
+    if mime:
+        return await parse_mime_form(form, token, settings)
+    return parse_fields(form, token, settings)

@@ -1,0 +1,257 @@
+"""``POST /inbound/...``: one endpoint per provider, each answering in its provider's terms."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
+
+from app.api.deps import SettingsDep
+from app.api.problems import problem_response, responses
+from app.config import Settings
+from app.inbound.errors import MalformedMessage, MessageTooComplex
+from app.inbound.model import InboundEmail
+from app.inbound.multipart import MalformedBody, PayloadTooLarge
+from app.inbound.providers import mailgun, mime, postmark, sendgrid
+from app.inbound.providers.base import EndpointDisabled, InvalidCredentials, form_of
+from app.inbound.service import DeliveryOutcome, InboundService, InfrastructureFailure
+from app.models import DeliveryStatus, RejectionReason
+
+logger = logging.getLogger("mailslot.inbound")
+
+router = APIRouter(prefix="/inbound", tags=["inbound"])
+
+# Refused for good, rate limited: each provider's code (DESIGN.md "Inbound webhooks").
+REFUSED = {"mailgun": 406, "sendgrid": 200, "postmark": 403, "mime": 422}
+RATE_LIMITED = {"mailgun": 429, "sendgrid": 503, "postmark": 429, "mime": 429}
+NO_RETRY_REASONS = {RejectionReason.auto_reply.value, RejectionReason.sender_not_allowed.value}
+
+
+class InboundAnswer(BaseModel):
+    """What an authenticated inbound request is answered, whatever the status code."""
+
+    status: DeliveryStatus
+    reason: str | None
+    post_ids: list[str]
+    delivery_ids: list[str]
+
+
+def inbound_service(request: Request) -> InboundService:
+    state = request.app.state
+    return InboundService(state.sessionmaker, state.blobs, state.settings)
+
+
+ServiceDep = Annotated[InboundService, Depends(inbound_service)]
+
+
+def answer(provider: str, outcomes: Sequence[DeliveryOutcome]) -> JSONResponse:
+    """Retryable if any outcome is; else 200 if any was accepted; else the refusal code."""
+    statuses = {o.status for o in outcomes}
+    reason = next((o.reason for o in outcomes if o.reason), None)
+    if DeliveryStatus.failed in statuses:
+        code, status = 500, DeliveryStatus.failed
+    elif DeliveryStatus.rate_limited in statuses:
+        code, status = RATE_LIMITED[provider], DeliveryStatus.rate_limited
+    elif DeliveryStatus.accepted in statuses:
+        code, status, reason = 200, DeliveryStatus.accepted, None
+    elif DeliveryStatus.duplicate in statuses:
+        code, status, reason = 200, DeliveryStatus.duplicate, None
+    else:
+        status = DeliveryStatus.rejected
+        code = 200 if all(o.probe for o in outcomes) else REFUSED[provider]
+    body = InboundAnswer(
+        status=status,
+        reason=reason,
+        post_ids=[str(o.post_id) for o in outcomes if o.post_id],
+        delivery_ids=[str(o.delivery_id) for o in outcomes if o.delivery_id],
+    )
+    return JSONResponse(body.model_dump(mode="json"), status_code=code)
+
+
+def _failure(status: int, reason: str) -> JSONResponse:
+    body = InboundAnswer(status=DeliveryStatus.failed, reason=reason, post_ids=[], delivery_ids=[])
+    return JSONResponse(body.model_dump(mode="json"), status_code=status)
+
+
+async def receive(
+    provider: str,
+    service: InboundService,
+    settings: Settings,
+    read: Callable[[], Awaitable[InboundEmail]],
+    envelope: Callable[[], tuple[tuple[str, ...], str | None]] | None = None,
+) -> Response:
+    """Authenticate and read (``read`` raises for bad input), then deliver and answer."""
+    try:
+        email = await read()
+    except EndpointDisabled:
+        return problem_response(404, detail="This inbound endpoint is not configured.")
+    except InvalidCredentials as exc:
+        return problem_response(401, detail=exc.detail, headers={"WWW-Authenticate": exc.scheme})
+    except PayloadTooLarge:
+        return problem_response(
+            413, detail=f"The request is over {settings.max_request_bytes} bytes."
+        )
+    except (MalformedBody, MalformedMessage, MessageTooComplex) as exc:
+        reason = (
+            RejectionReason.message_too_complex
+            if isinstance(exc, MessageTooComplex)
+            else RejectionReason.malformed_message
+        )
+        recipients, sender = envelope() if envelope else ((), None)
+        try:
+            outcomes = await service.refuse(provider, reason, str(exc), recipients, sender)
+        except InfrastructureFailure:
+            return _failure(503, "unavailable")
+        return answer(provider, outcomes)
+    except InfrastructureFailure:
+        return _failure(503, "unavailable")
+    except OSError as exc:
+        logger.warning("spooling an inbound %s request failed: %s", provider, exc)
+        return _failure(503, "unavailable")
+    except Exception:  # a bug of ours while reading: the provider keeps the mail and retries
+        logger.exception("reading an inbound %s request failed", provider)
+        return _failure(500, "internal_error")
+    try:
+        outcomes = await service.deliver(email)
+    except InfrastructureFailure:
+        logger.warning("inbound %s delivery could not be stored; answering 503", provider)
+        return _failure(503, "unavailable")
+    return answer(provider, outcomes)
+
+
+def _documented(media_type: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"requestBody": {"required": True, "content": {media_type: {"schema": schema}}}}
+
+
+FORM_SCHEMA = {"type": "object", "additionalProperties": True}
+STATUSES = {
+    200: {"model": InboundAnswer, "description": "Accepted, duplicate, or refused (see body)"},
+    **responses(401, 404, 413),
+}
+
+
+def _status_docs(*codes: int) -> dict[int | str, dict[str, Any]]:
+    docs: dict[int | str, dict[str, Any]] = dict(STATUSES)
+    for code in codes:
+        docs[code] = {"model": InboundAnswer, "description": "See the body's status and reason"}
+    return docs
+
+
+@router.post(
+    "/mailgun",
+    status_code=200,
+    response_model=None,
+    responses=_status_docs(406, 429, 500, 503),
+    openapi_extra=_documented("multipart/form-data", FORM_SCHEMA),
+)
+async def receive_mailgun(request: Request, settings: SettingsDep, service: ServiceDep) -> Response:
+    """Mailgun route `forward()`, parsed fields (urlencoded, or multipart with attachments)."""
+    return await _mailgun(request, settings, service, mime=False)
+
+
+@router.post(
+    "/mailgun/mime",
+    status_code=200,
+    response_model=None,
+    responses=_status_docs(406, 429, 500, 503),
+    openapi_extra=_documented("multipart/form-data", FORM_SCHEMA),
+)
+async def receive_mailgun_mime(
+    request: Request, settings: SettingsDep, service: ServiceDep
+) -> Response:
+    """Mailgun route `forward()` to a URL ending in `mime`: the raw message in `body-mime`."""
+    return await _mailgun(request, settings, service, mime=True)
+
+
+async def _mailgun(
+    request: Request, settings: Settings, service: InboundService, *, mime: bool
+) -> Response:
+    try:
+        mailgun.check_enabled(settings)
+    except EndpointDisabled:
+        return problem_response(404, detail="This inbound endpoint is not configured.")
+    holder: dict[str, Any] = {}
+
+    async def read() -> InboundEmail:
+        async with form_of(request, settings) as form:
+            mailgun.verify(form, settings)  # authenticate before anything else
+            holder["envelope"] = (mailgun.recipients(form), mailgun.envelope_from(form))
+            email = await mailgun.read(request, settings, form, mime=mime)
+            return await service.keep_attachments(email)
+
+    return await receive(
+        "mailgun", service, settings, read, lambda: holder.get("envelope", ((), None))
+    )
+
+
+@router.post(
+    "/sendgrid",
+    status_code=200,
+    response_model=None,
+    responses=_status_docs(500, 503),
+    openapi_extra=_documented("multipart/form-data", FORM_SCHEMA),
+)
+async def receive_sendgrid(
+    request: Request, settings: SettingsDep, service: ServiceDep
+) -> Response:
+    """SendGrid Inbound Parse, parsed or raw (`email`) mode. Refusals answer 200 (no retry)."""
+    holder: dict[str, Any] = {}
+
+    async def read() -> InboundEmail:
+        sendgrid.check(request, settings)
+        async with form_of(request, settings) as form:
+            try:
+                recipients, sender = sendgrid._envelope(form)
+                holder["envelope"] = (recipients, None if sender == sendgrid.MISSING else sender)
+            except MalformedMessage:
+                holder["envelope"] = ((), None)
+            email = await sendgrid.read(request, settings, form)
+            return await service.keep_attachments(email)
+
+    return await receive(
+        "sendgrid", service, settings, read, lambda: holder.get("envelope", ((), None))
+    )
+
+
+@router.post(
+    "/postmark",
+    status_code=200,
+    response_model=None,
+    responses=_status_docs(403, 429, 500, 503),
+    openapi_extra=_documented("application/json", {"type": "object", "additionalProperties": True}),
+)
+async def receive_postmark(
+    request: Request, settings: SettingsDep, service: ServiceDep
+) -> Response:
+    """Postmark inbound JSON. Refusals answer 403, which stops Postmark's retries."""
+
+    async def read() -> InboundEmail:
+        postmark.check(request, settings)
+        return await postmark.read(request, settings)
+
+    return await receive("postmark", service, settings, read)
+
+
+@router.post(
+    "/mime",
+    status_code=200,
+    response_model=None,
+    responses=_status_docs(422, 429, 500, 503),
+    openapi_extra=_documented("message/rfc822", {"type": "string", "format": "binary"}),
+)
+async def receive_mime(request: Request, settings: SettingsDep, service: ServiceDep) -> Response:
+    """A raw RFC 5322 message; envelope recipients in `recipient` (repeated) or `X-Envelope-To`."""
+
+    async def read() -> InboundEmail:
+        mime.check(request, settings)
+        return await mime.read(request, settings)
+
+    def envelope() -> tuple[tuple[str, ...], str | None]:
+        recipients, sender = mime.envelope(request)
+        return recipients, None if sender == mime.MISSING else sender
+
+    return await receive("mime", service, settings, read, envelope)

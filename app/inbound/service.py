@@ -1,0 +1,552 @@
+"""From one normalised email to deliveries and posts: routing, rules, dedupe, rate limits."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import logging
+import time
+import traceback
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.blobs.store import BlobStore
+from app.config import Settings
+from app.db.base import utcnow
+from app.inbound import content
+from app.inbound.html import html_to_text, sanitize_html
+from app.inbound.model import InboundEmail
+from app.inbound.repository import InboundRepository
+from app.inbound.rules import is_auto_reply, normalise_recipient, sender_allowed
+from app.models import (
+    Attachment,
+    Delivery,
+    DeliveryStatus,
+    Integration,
+    OversizePolicy,
+    RejectionReason,
+)
+
+logger = logging.getLogger("mailslot.inbound")
+
+RETRYABLE = (DeliveryStatus.rate_limited, DeliveryStatus.failed)
+ERROR_TEXT_LIMIT = 4000
+
+
+class InfrastructureFailure(Exception):
+    """The database or the disk failed: the provider should retry (503)."""
+
+
+class _AlreadyDone(Exception):
+    def __init__(self, outcomes: list[DeliveryOutcome]) -> None:
+        super().__init__("already delivered")
+        self.outcomes = outcomes
+
+
+@dataclass(frozen=True)
+class DeliveryOutcome:
+    status: DeliveryStatus
+    reason: str | None = None
+    delivery_id: uuid.UUID | None = None
+    post_id: uuid.UUID | None = None
+    integration_id: uuid.UUID | None = None
+    probe: bool = False  # no recipient at our domain (a provider's set-up check)
+
+
+@dataclass
+class _Plan:
+    """What to do with the mail for one integration."""
+
+    integration: Integration
+    dedupe_key: str
+    status: DeliveryStatus | None = None  # decided before writing; None: post it
+    reason: str | None = None
+    previous: Delivery | None = None
+    omitted: list[dict[str, Any]] = field(default_factory=list)
+
+
+def is_infrastructure_error(exc: BaseException) -> bool:
+    if isinstance(exc, InfrastructureFailure):
+        return True
+    if isinstance(exc, OSError) and exc.errno in {
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EIO,
+        errno.EROFS,
+    }:
+        return True
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    if isinstance(
+        exc, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError | ConnectionError
+    ):
+        return True
+    if isinstance(exc, sa_exc.DBAPIError) and isinstance(exc.orig, OSError | ConnectionError):
+        return True
+    name = type(exc).__module__ + "." + type(exc).__name__
+    if name.startswith("asyncpg.") and (
+        "Connection" in type(exc).__name__ or "CannotConnectNow" in type(exc).__name__
+    ):
+        return True
+    cause = exc.__cause__ or exc.__context__
+    return cause is not None and cause is not exc and is_infrastructure_error(cause)
+
+
+def dedupe_key(email: InboundEmail) -> str:
+    """The provider's event id when it has one; else Message-Id with a digest of the content."""
+    if email.event_id:
+        basis = f"event\0{email.provider}\0{email.event_id}"
+    else:
+        basis = f"content\0{email.message_id or ''}\0{content.content_digest(email)}"
+    return hashlib.sha256(basis.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def author_verified(email: InboundEmail) -> bool:
+    """DKIM pass for the From domain, or an SPF pass for an envelope sender of the same domain."""
+    if not email.from_address or "@" not in email.from_address:
+        return False
+    domain = email.from_address.rsplit("@", 1)[1].lower()
+    dkim = (email.dkim or "").lower()
+    for entry in dkim.replace("{", "").replace("}", "").split(","):
+        name, _, verdict = entry.partition(":")
+        if verdict.strip() == "pass" and name.strip().lstrip("@") == domain:
+            return True
+    envelope_domain = (email.envelope_from or "").rsplit("@", 1)[-1].strip("<> ").lower()
+    return (email.spf or "").strip().lower() == "pass" and envelope_domain == domain
+
+
+class InboundService:
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        blobs: BlobStore,
+        settings: Settings,
+    ) -> None:
+        self.sessionmaker = sessionmaker
+        self.blobs = blobs
+        self.settings = settings
+
+    async def keep_attachments(self, email: InboundEmail) -> InboundEmail:
+        """Move spooled attachments into the blob store (fsynced); the mail names them by digest."""
+        try:
+            stored = await content.store_attachments(email, self.blobs)
+        except OSError as exc:
+            raise InfrastructureFailure(str(exc)) from exc
+        return replace(
+            stored,
+            attachments=tuple(replace(a, data=None, path=None) for a in stored.attachments),
+        )
+
+    async def refuse(
+        self,
+        provider: str,
+        reason: str,
+        detail: str,
+        recipients: Sequence[str],
+        envelope_from: str | None,
+    ) -> list[DeliveryOutcome]:
+        """Record an authenticated payload we cannot read (malformed, too complex) and refuse it."""
+        email = InboundEmail(
+            provider=provider,
+            recipients=tuple(recipients),
+            envelope_from=envelope_from,
+            from_address=None,
+            from_name=None,
+            subject="",
+            text=None,
+            html=None,
+            message_id=None,
+        )
+        addresses = sorted({a for a in map(normalise_recipient, recipients) if a})
+        try:
+            async with self.sessionmaker.begin() as session:
+                integrations = await InboundRepository(session).integrations_by_address(addresses)
+                targets: list[Integration | None] = list(integrations) or [None]
+                deliveries = [
+                    self._delivery(
+                        email,
+                        None,
+                        platform_id=i.platform_id if i else None,
+                        integration_id=i.id if i else None,
+                        status=DeliveryStatus.rejected,
+                        reason=reason,
+                        error=detail[:ERROR_TEXT_LIMIT],
+                    )
+                    for i in targets
+                ]
+                session.add_all(deliveries)
+        except Exception as exc:
+            raise InfrastructureFailure(str(exc)) from exc
+        return [
+            DeliveryOutcome(
+                status=d.status, reason=reason, delivery_id=d.id, integration_id=d.integration_id
+            )
+            for d in deliveries
+        ]
+
+    async def deliver(self, email: InboundEmail) -> list[DeliveryOutcome]:
+        """Record the mail and post it where it should go. Expected outcomes are return values.
+
+        Raises ``InfrastructureFailure`` when the database or the disk fails (answer 503). A bug
+        while processing is rolled back and recorded ``failed`` (answer 500).
+        """
+        try:
+            return await self._deliver(email)
+        except InfrastructureFailure:
+            raise
+        except Exception as exc:
+            if is_infrastructure_error(exc):
+                raise InfrastructureFailure(str(exc)) from exc
+            logger.exception("processing a %s mail failed", email.provider)
+            return await self._record_failure(email, exc)
+
+    async def _deliver(self, email: InboundEmail) -> list[DeliveryOutcome]:
+        addresses = sorted({a for a in map(normalise_recipient, email.recipients) if a})
+        key = dedupe_key(email)
+        domain = "@" + (self.settings.inbound_domain or "")
+        probe = not any(a.endswith(domain) for a in addresses)
+        async with self.sessionmaker() as session:
+            repo = InboundRepository(session)
+            if email.event_id:
+                earlier = await repo.deliveries_by_key(key)
+                if earlier:
+                    return [self._repeat(d, probe) for d in earlier]
+            integrations = await repo.integrations_by_address(addresses)
+            plans = [
+                await self._plan(repo, email, integration, key) for integration in integrations
+            ]
+            session.expunge_all()  # keep what was read, detached
+            await session.rollback()
+        if not integrations:
+            return [await self._unrouted(email, key, probe=probe)]
+        for plan in plans:
+            if plan.status is None and plan.previous is None:
+                await self._rate_limit(plan)
+        return await self._write(email, key, plans)
+
+    def _repeat(self, delivery: Delivery, probe: bool = False) -> DeliveryOutcome:
+        status = delivery.status
+        if status in (DeliveryStatus.accepted, DeliveryStatus.duplicate):
+            status = DeliveryStatus.duplicate
+        return DeliveryOutcome(
+            status=status,
+            reason=delivery.reason,
+            delivery_id=delivery.id,
+            post_id=delivery.post_id,
+            integration_id=delivery.integration_id,
+            probe=probe and delivery.integration_id is None,
+        )
+
+    async def _plan(
+        self, repo: InboundRepository, email: InboundEmail, integration: Integration, key: str
+    ) -> _Plan:
+        plan = _Plan(integration=integration, dedupe_key=key)
+        previous = await repo.final_delivery(integration.id, key)
+        if previous is not None:
+            plan.previous = previous
+            return plan
+        limit = self.settings.max_attachment_bytes
+        oversize = [a for a in email.attachments if not a.kept or a.size > limit]
+        if not integration.enabled:
+            plan.status, plan.reason = DeliveryStatus.rejected, RejectionReason.integration_disabled
+        elif is_auto_reply(email):
+            plan.status, plan.reason = DeliveryStatus.rejected, RejectionReason.auto_reply
+        elif not sender_allowed(email.from_address, list(integration.allowed_senders or [])):
+            plan.status, plan.reason = DeliveryStatus.rejected, RejectionReason.sender_not_allowed
+        elif oversize and integration.oversize_attachments is OversizePolicy.reject:
+            plan.status = DeliveryStatus.rejected
+            plan.reason = RejectionReason.attachment_too_large
+        else:
+            plan.omitted = [
+                {"filename": a.filename, "size": a.size, "reason": "too_large"} for a in oversize
+            ]
+        return plan
+
+    async def _rate_limit(self, plan: _Plan) -> None:
+        """Counted in the database, in a short transaction of its own, before the post is made."""
+        limits = self.settings.rate_limits
+        if not limits:
+            return
+        now = int(time.time())
+        windows = [(limit.seconds, now - now % limit.seconds) for limit in limits]
+        async with self.sessionmaker.begin() as session:
+            counts = await InboundRepository(session).count_in_windows(plan.integration.id, windows)
+        if any(count > limit.count for count, limit in zip(counts, limits, strict=True)):
+            plan.status, plan.reason = DeliveryStatus.rate_limited, "rate_limited"
+
+    def _delivery(self, email: InboundEmail, key: str | None, **values: Any) -> Delivery:
+        return Delivery(
+            id=uuid.uuid4(),
+            provider=email.provider,
+            envelope_from=email.envelope_from,
+            envelope_to=", ".join(email.recipients)[:998] or None,
+            from_=email.from_address,
+            subject=email.subject,
+            size_bytes=email.size_bytes,
+            message_id=(email.message_id or "")[:998] or None,
+            spf=(email.spf or "")[:32] or None,
+            dkim=(email.dkim or "")[:200] or None,
+            dedupe_key=key,
+            received_at=utcnow(),
+            **values,
+        )
+
+    def _fill(
+        self, target: Delivery | None, email: InboundEmail, key: str, **values: Any
+    ) -> Delivery:
+        """A new delivery row, or (replay) the failed one brought up to date."""
+        if target is None:
+            return self._delivery(email, key, **values)
+        for name, value in {"error": None, "reason": None, "post_id": None, **values}.items():
+            setattr(target, name, value)
+        return target
+
+    async def replay(self, delivery_id: uuid.UUID, platform_id: str) -> Delivery | None:
+        """Process a ``failed`` delivery again from its kept content; None if it is not failed."""
+        async with self.sessionmaker() as session:
+            delivery = await session.get(Delivery, delivery_id)
+            if (
+                delivery is None
+                or delivery.platform_id != platform_id
+                or delivery.status is not DeliveryStatus.failed
+                or delivery.content_sha256 is None
+                or delivery.integration_id is None
+            ):
+                return None
+            content_sha = delivery.content_sha256
+            integration = await session.get(Integration, delivery.integration_id)
+            session.expunge_all()  # keep what was read, detached
+            await session.rollback()
+        email = await content.load(content_sha, self.blobs)
+        key = dedupe_key(email)
+        if integration is None:
+            return None
+        async with self.sessionmaker() as session:
+            plan = await self._plan(InboundRepository(session), email, integration, key)
+            session.expunge_all()  # keep what was read, detached
+            await session.rollback()
+        stored = await content.store_attachments(email, self.blobs)
+        async with self.sessionmaker.begin() as session:
+            target = await session.get(Delivery, delivery_id, with_for_update=True)
+            if target is None or target.status is not DeliveryStatus.failed:
+                return target
+            if plan.previous is not None:
+                target.status = DeliveryStatus.duplicate
+                target.post_id = plan.previous.post_id
+                target.error = None
+            else:
+                await self._write_one(
+                    InboundRepository(session), session, stored, key, plan, content_sha, target
+                )
+            await session.flush()
+            return target
+
+    async def _unrouted(self, email: InboundEmail, key: str, *, probe: bool) -> DeliveryOutcome:
+        kept = await content.keep(email, self.blobs)
+        delivery = self._delivery(
+            email,
+            key,
+            platform_id=None,
+            integration_id=None,
+            status=DeliveryStatus.rejected,
+            reason=RejectionReason.unknown_recipient,
+            content_sha256=kept,
+        )
+        async with self.sessionmaker.begin() as session:
+            session.add(delivery)
+        return DeliveryOutcome(
+            status=delivery.status,
+            reason=delivery.reason,
+            delivery_id=delivery.id,
+            probe=probe,
+        )
+
+    async def _write(
+        self, email: InboundEmail, key: str, plans: Sequence[_Plan]
+    ) -> list[DeliveryOutcome]:
+        to_post = [p for p in plans if p.previous is None and p.status is None]
+        refused = [p for p in plans if p.previous is None and p.status is not None]
+        stored = await content.store_attachments(email, self.blobs) if to_post else email
+        kept = await content.keep(email, self.blobs) if refused else None
+        outcomes: list[DeliveryOutcome] = []
+        try:
+            async with self.sessionmaker.begin() as session:
+                repo = InboundRepository(session)
+                if email.event_id and not await repo.claim_token(email.provider, email.event_id):
+                    # Seen before (perhaps a moment ago, by a concurrent request): answer as then.
+                    earlier = await repo.deliveries_by_key(key)
+                    if earlier:
+                        raise _AlreadyDone([self._repeat(d) for d in earlier])
+                for plan in plans:
+                    outcomes.append(await self._write_one(repo, session, stored, key, plan, kept))
+                if email.event_id and outcomes and outcomes[0].delivery_id is not None:
+                    await repo.point_token(email.provider, email.event_id, outcomes[0].delivery_id)
+        except _AlreadyDone as done:  # raised inside the transaction so that it rolls back
+            return done.outcomes
+        return outcomes
+
+    async def _write_one(
+        self,
+        repo: InboundRepository,
+        session: AsyncSession,
+        email: InboundEmail,
+        key: str,
+        plan: _Plan,
+        kept: str | None,
+        target: Delivery | None = None,
+    ) -> DeliveryOutcome:
+        integration = plan.integration
+        owner = {"platform_id": integration.platform_id, "integration_id": integration.id}
+        if plan.previous is not None:
+            if plan.previous.status is DeliveryStatus.rejected:
+                return self._repeat(plan.previous)
+            return await self._duplicate(repo, session, email, key, integration, owner)
+        if plan.status is not None:
+            delivery = self._fill(
+                target,
+                email,
+                key,
+                status=plan.status,
+                reason=plan.reason,
+                content_sha256=kept,
+                **owner,
+            )
+            session.add(delivery)
+            await session.flush()
+            return DeliveryOutcome(
+                status=plan.status,
+                reason=plan.reason,
+                delivery_id=delivery.id,
+                integration_id=integration.id,
+            )
+        post_id = await self._add_post(repo, session, email, key, plan)
+        if post_id is None:  # a concurrent delivery of the same mail committed first
+            return await self._duplicate(repo, session, email, key, integration, owner)
+        delivery = self._fill(
+            target, email, key, status=DeliveryStatus.accepted, post_id=post_id, **owner
+        )
+        session.add(delivery)
+        await session.flush()
+        return DeliveryOutcome(
+            status=DeliveryStatus.accepted,
+            delivery_id=delivery.id,
+            post_id=post_id,
+            integration_id=integration.id,
+        )
+
+    async def _duplicate(
+        self,
+        repo: InboundRepository,
+        session: AsyncSession,
+        email: InboundEmail,
+        key: str,
+        integration: Integration,
+        owner: dict[str, Any],
+    ) -> DeliveryOutcome:
+        post_id = await repo.post_id_for(integration.id, key)
+        delivery = self._delivery(
+            email, key, status=DeliveryStatus.duplicate, post_id=post_id, **owner
+        )
+        session.add(delivery)
+        await session.flush()
+        return DeliveryOutcome(
+            status=DeliveryStatus.duplicate,
+            delivery_id=delivery.id,
+            post_id=post_id,
+            integration_id=integration.id,
+        )
+
+    async def _add_post(
+        self,
+        repo: InboundRepository,
+        session: AsyncSession,
+        email: InboundEmail,
+        key: str,
+        plan: _Plan,
+    ) -> uuid.UUID | None:
+        integration = plan.integration
+        if integration.group_id is None:
+            raise RuntimeError("a live integration has no group")
+        html = sanitize_html(email.html) if email.html else None
+        text = email.text if email.text is not None else (html_to_text(html) if html else None)
+        now = utcnow()
+        post_id = await repo.add_post_once(
+            {
+                "id": uuid.uuid4(),
+                "platform_id": integration.platform_id,
+                "group_id": integration.group_id,
+                "integration_id": integration.id,
+                "dedupe_key": key,
+                "source": "email",
+                "author_email": email.from_address,
+                "author_name": email.from_name,
+                "author_verified": author_verified(email),
+                "subject": email.subject,
+                "text": text,
+                "html": html,
+                "omitted_attachments": plan.omitted,
+                "received_at": now,
+                "created_at": now,
+            }
+        )
+        if post_id is None:
+            return None
+        limit = self.settings.max_attachment_bytes
+        position = 0
+        for attachment in email.attachments:
+            if not attachment.kept or attachment.size > limit or not attachment.sha256:
+                continue
+            session.add(
+                Attachment(
+                    post_id=post_id,
+                    platform_id=integration.platform_id,
+                    position=position,
+                    filename=attachment.filename,
+                    content_type=attachment.content_type,
+                    size=attachment.size,
+                    sha256=attachment.sha256,
+                    inline=attachment.inline,
+                    content_id=attachment.content_id,
+                )
+            )
+            position += 1
+        await session.flush()
+        return post_id
+
+    async def _record_failure(self, email: InboundEmail, exc: Exception) -> list[DeliveryOutcome]:
+        """Our bug: the work was rolled back; record ``failed`` with the content, for replay."""
+        error = "".join(traceback.format_exception_only(type(exc), exc)).strip()[:ERROR_TEXT_LIMIT]
+        key = dedupe_key(email)
+        try:
+            kept = await content.keep(email, self.blobs)
+            addresses = sorted({a for a in map(normalise_recipient, email.recipients) if a})
+            async with self.sessionmaker.begin() as session:
+                integrations = await InboundRepository(session).integrations_by_address(addresses)
+                targets: list[Integration | None] = list(integrations) or [None]
+                deliveries = []
+                for integration in targets:
+                    delivery = self._delivery(
+                        email,
+                        key,
+                        platform_id=integration.platform_id if integration else None,
+                        integration_id=integration.id if integration else None,
+                        status=DeliveryStatus.failed,
+                        error=error,
+                        content_sha256=kept,
+                    )
+                    session.add(delivery)
+                    deliveries.append(delivery)
+        except Exception as second:
+            logger.exception("recording a failed delivery failed too")
+            raise InfrastructureFailure(str(second)) from second
+        return [
+            DeliveryOutcome(
+                status=DeliveryStatus.failed, delivery_id=d.id, integration_id=d.integration_id
+            )
+            for d in deliveries
+        ]

@@ -1,0 +1,3 @@
+from tests.inbound.conftest import inbox, settings
+
+__all__ = ["inbox", "settings"]

@@ -1,0 +1,175 @@
+"""The delivery log, failures of ours, replay, and the cleanup command."""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from app.config import Settings
+from app.maintenance import cleanup
+from tests.auth import OPERATOR, bearer
+from tests.inbound.conftest import Inbox
+from tests.inbound.payloads import basic, postmark_attachment, postmark_json
+
+
+async def _post(client: httpx.AsyncClient, payload: dict[str, Any]) -> httpx.Response:
+    return await client.post("/inbound/postmark", json=payload, headers=basic())
+
+
+class TestDeliveryLog:
+    async def test_every_outcome_is_logged_with_its_fields(
+        self, client: httpx.AsyncClient, inbox: Inbox
+    ) -> None:
+        assert (await _post(client, postmark_json(inbox.address, subject="One"))).status_code == 200
+        refused = postmark_json(
+            inbox.address, headers=[{"Name": "Auto-Submitted", "Value": "auto-replied"}]
+        )
+        assert (await _post(client, refused)).status_code == 403
+        r = await client.get(
+            f"/v1/integrations/{inbox.integration['id']}/deliveries", headers=bearer("root")
+        )
+        assert r.status_code == 200
+        items = r.json()["items"]
+        assert [d["status"] for d in items] == ["rejected", "accepted"]
+        assert items[0]["reason"] == "auto_reply"
+        accepted = items[1]
+        assert accepted["from"] == "alice@example.org"
+        assert accepted["subject"] == "One"
+        assert accepted["provider"] == "postmark"
+        assert accepted["post_id"]
+        r = await client.get(
+            "/v1/deliveries", params={"status": "rejected"}, headers=bearer("root")
+        )
+        assert [d["reason"] for d in r.json()["items"]] == ["auto_reply"]
+        r = await client.get(f"/v1/deliveries/{accepted['id']}", headers=bearer("root"))
+        assert r.json()["id"] == accepted["id"]
+        r = await client.get(f"/v1/integrations/{inbox.integration['id']}", headers=bearer("root"))
+        assert r.json()["stats"]["accepted"] == 1
+        assert r.json()["stats"]["refused"] == 1
+
+    async def test_platform_log_is_admin_only_and_tenant_bound(
+        self, client: httpx.AsyncClient, inbox: Inbox
+    ) -> None:
+        await _post(client, postmark_json(inbox.address))
+        r = await client.get("/v1/deliveries", headers=bearer("bob", "p1", "member"))
+        assert r.status_code == 403
+        await inbox.world.platform("p2")
+        r = await client.get("/v1/deliveries", headers=bearer("root", "p2"))
+        assert r.json()["items"] == []
+        [delivery] = await inbox.deliveries()
+        r = await client.get(f"/v1/deliveries/{delivery['id']}", headers=bearer("root", "p2"))
+        assert r.status_code == 404
+
+    async def test_mail_to_a_deleted_integration_is_unknown_but_old_posts_stay(
+        self, client: httpx.AsyncClient, inbox: Inbox
+    ) -> None:
+        assert (await _post(client, postmark_json(inbox.address))).status_code == 200
+        r = await client.delete(
+            f"/v1/integrations/{inbox.integration['id']}", headers=bearer("root")
+        )
+        assert r.status_code == 204
+        r = await _post(client, postmark_json(inbox.address))
+        assert (r.status_code, r.json()["reason"]) == (403, "unknown_recipient")
+        assert len(await inbox.posts()) == 1
+        r = await client.get("/v1/unrouted-deliveries", headers=OPERATOR)
+        assert [d["reason"] for d in r.json()["items"]] == ["unknown_recipient"]
+        assert (
+            await client.get("/v1/unrouted-deliveries", headers=bearer("root"))
+        ).status_code == 401
+
+
+class TestOurFailures:
+    async def test_a_bug_answers_500_records_failed_and_replay_posts_it(
+        self, client: httpx.AsyncClient, inbox: Inbox, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        import app.inbound.service as service
+
+        def broken(html: str) -> str:
+            raise RuntimeError("sanitiser bug")
+
+        monkeypatch.setattr(service, "sanitize_html", broken)
+        payload = postmark_json(
+            inbox.address,
+            html="<p>hi</p>",
+            attachments=[postmark_attachment("a.txt", "text/plain", b"kept bytes")],
+        )
+        r = await _post(client, payload)
+        assert r.status_code == 500
+        assert r.json()["status"] == "failed"
+        assert await inbox.posts() == []
+        [delivery] = await inbox.deliveries()
+        assert delivery["status"] == "failed"
+        assert "sanitiser bug" in delivery["error"]
+
+        monkeypatch.undo()
+        r = await client.post(f"/v1/deliveries/{delivery['id']}/replay", headers=bearer("root"))
+        assert r.status_code == 200, r.text
+        assert r.json()["status"] == "accepted"
+        [post] = await inbox.posts()
+        assert await inbox.download(post["attachments"][0]) == b"kept bytes"
+        again = await client.post(f"/v1/deliveries/{delivery['id']}/replay", headers=bearer("root"))
+        assert (again.status_code, again.json()["code"]) == (409, "not_replayable")
+
+    async def test_provider_retry_of_a_failed_mail_is_processed_again(
+        self, client: httpx.AsyncClient, inbox: Inbox, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        import app.inbound.service as service
+
+        payload = postmark_json(inbox.address, html="<p>hi</p>", message_id="retry-1")
+        monkeypatch.setattr(service, "sanitize_html", lambda html: 1 / 0)
+        assert (await _post(client, payload)).status_code == 500
+        monkeypatch.undo()
+        r = await _post(client, payload)
+        assert (r.status_code, r.json()["status"]) == (200, "accepted")
+        assert len(await inbox.posts()) == 1
+
+    async def test_disk_full_answers_503_and_keeps_nothing_half_made(
+        self, client: httpx.AsyncClient, inbox: Inbox, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from app.blobs.store import LocalBlobStore
+
+        def full(self: LocalBlobStore, data: bytes) -> str:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(LocalBlobStore, "_write_bytes", full)
+        payload = postmark_json(
+            inbox.address, attachments=[postmark_attachment("a.txt", "text/plain", b"x")]
+        )
+        r = await _post(client, payload)
+        assert (r.status_code, r.json()["status"]) == (503, "failed")
+        monkeypatch.undo()
+        assert await inbox.posts() == []
+        assert (await _post(client, payload)).status_code == 200
+        assert len(await inbox.posts()) == 1
+
+
+class TestCleanup:
+    async def test_unnamed_old_blobs_go_named_and_young_ones_stay(
+        self, client: httpx.AsyncClient, inbox: Inbox, app: FastAPI, settings: Settings
+    ) -> None:
+        payload = postmark_json(
+            inbox.address, attachments=[postmark_attachment("a.txt", "text/plain", b"posted")]
+        )
+        assert (await _post(client, payload)).status_code == 200
+        blobs = app.state.blobs
+        orphan = await blobs.put_bytes(b"orphan")
+        young = await blobs.put_bytes(b"young orphan")
+        old = time.time() - 7200
+        for key in (
+            orphan,
+            *[p.name for p in Path(blobs.objects).glob("*/*/*") if p.name != young],  # noqa: ASYNC240
+        ):
+            os.utime(blobs.path(key), (old, old))
+        report = await cleanup(settings, grace_seconds=3600)
+        assert report.blobs_removed == 1
+        assert not blobs.path(orphan).exists()
+        assert blobs.path(young).exists()
+        [post] = await inbox.posts()
+        assert await inbox.download(post["attachments"][0]) == b"posted"

@@ -1,0 +1,134 @@
+"""Builders for each provider's real payload format, and their signers."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from email.message import EmailMessage
+from email.utils import make_msgid
+from typing import Any
+
+MAILGUN_KEY = "key-test-mailgun-signing-0123456789"
+INBOUND_USER = "mailslot"
+INBOUND_PASSWORD = "inbound-password-0123456789"
+
+
+def basic(user: str = INBOUND_USER, password: str = INBOUND_PASSWORD) -> dict[str, str]:
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+def sign_mailgun(
+    key: str = MAILGUN_KEY, timestamp: int | None = None, token: str | None = None
+) -> dict[str, str]:
+    timestamp = int(time.time()) if timestamp is None else timestamp
+    token = token or secrets.token_hex(25)
+    signature = hmac.new(key.encode(), f"{timestamp}{token}".encode(), hashlib.sha256).hexdigest()
+    return {"timestamp": str(timestamp), "token": token, "signature": signature}
+
+
+def mailgun_form(
+    recipient: str,
+    *,
+    sender: str = "alice@example.org",
+    from_: str = "Alice Example <alice@example.org>",
+    subject: str = "Hello",
+    text: str = "Hello group",
+    html: str | None = "<p>Hello <b>group</b></p>",
+    message_id: str | None = None,
+    headers: list[list[str]] | None = None,
+    signature: dict[str, str] | None = None,
+    **extra: str,
+) -> dict[str, str]:
+    message_id = message_id or make_msgid(domain="example.org")
+    all_headers = [["Message-Id", message_id], ["From", from_], ["Subject", subject]]
+    all_headers += headers or []
+    fields = {
+        "recipient": recipient,
+        "sender": sender,
+        "from": from_,
+        "subject": subject,
+        "body-plain": text,
+        "message-headers": json.dumps(all_headers),
+        **(signature or sign_mailgun()),
+        **extra,
+    }
+    if html is not None:
+        fields["body-html"] = html
+    return fields
+
+
+def mime_message(
+    to: str,
+    *,
+    from_: str = "Alice Example <alice@example.org>",
+    subject: str = "Hello",
+    text: str = "Hello group",
+    html: str | None = None,
+    attachments: list[tuple[str, str, bytes]] = (),  # type: ignore[assignment]
+    headers: dict[str, str] | None = None,
+    message_id: str | None = None,
+) -> bytes:
+    msg = EmailMessage()
+    msg["From"] = from_
+    msg["To"] = to
+    msg["Subject"] = subject
+    msg["Message-ID"] = message_id or make_msgid(domain="example.org")
+    for name, value in (headers or {}).items():
+        msg[name] = value
+    msg.set_content(text)
+    if html is not None:
+        msg.add_alternative(html, subtype="html")
+    for filename, content_type, data in attachments:
+        maintype, subtype = content_type.split("/")
+        msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename)
+    return msg.as_bytes()
+
+
+def postmark_json(
+    recipient: str,
+    *,
+    from_: str = "alice@example.org",
+    from_name: str = "Alice Example",
+    subject: str = "Hello",
+    text: str = "Hello group",
+    html: str = "",
+    message_id: str | None = None,
+    attachments: list[dict[str, Any]] | None = None,
+    headers: list[dict[str, str]] | None = None,
+) -> dict[str, Any]:
+    return {
+        "From": from_,
+        "FromName": from_name,
+        "FromFull": {"Email": from_, "Name": from_name, "MailboxHash": ""},
+        "To": recipient,
+        "ToFull": [{"Email": recipient, "Name": "", "MailboxHash": ""}],
+        "OriginalRecipient": recipient,
+        "Subject": subject,
+        "MessageID": message_id or secrets.token_hex(16),
+        "Date": "Sat, 28 Nov 2026 10:00:00 +0000",
+        "TextBody": text,
+        "HtmlBody": html,
+        "Headers": [
+            {"Name": "Return-Path", "Value": f"<{from_}>"},
+            {"Name": "Message-ID", "Value": make_msgid(domain="example.org")},
+            *(headers or []),
+        ],
+        "Attachments": attachments or [],
+    }
+
+
+def postmark_attachment(
+    name: str, content_type: str, data: bytes, content_id: str = ""
+) -> dict[str, Any]:
+    return {
+        "Name": name,
+        "Content": base64.b64encode(data).decode(),
+        "ContentType": content_type,
+        "ContentLength": len(data),
+        "ContentID": content_id,
+    }

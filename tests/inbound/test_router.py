@@ -1,0 +1,523 @@
+"""Each provider's payload, end to end: authenticated, routed, posted once, answered right."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import html
+import json
+import time
+
+import httpx
+import pytest
+
+from tests.auth import OPERATOR, bearer
+from tests.inbound.conftest import Inbox
+from tests.inbound.payloads import (
+    basic,
+    mailgun_form,
+    mime_message,
+    postmark_attachment,
+    postmark_json,
+    sign_mailgun,
+)
+
+MiB = 1024 * 1024
+LIMIT = 5 * MiB
+
+
+class TestMailgun:
+    async def test_parsed_mail_with_attachment_becomes_a_post(
+        self, client: httpx.AsyncClient, inbox: Inbox
+    ) -> None:
+        data = bytes(range(256)) * 400
+        r = await client.post(
+            "/inbound/mailgun",
+            data={**mailgun_form(inbox.address, subject="Monthly news"), "attachment-count": "1"},
+            files={"attachment-1": ("report.pdf", data, "application/pdf")},
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["status"] == "accepted"
+        [post] = await inbox.posts()
+        assert post["subject"] == "Monthly news"
+        assert post["source"] == "email"
+        assert post["author"]["email"] == "alice@example.org"
+        assert post["author"]["name"] == "Alice Example"
+        [attachment] = post["attachments"]
+        assert attachment["filename"] == "report.pdf"
+        assert attachment["sha256"] == hashlib.sha256(data).hexdigest()
+        assert await inbox.download(attachment) == data
+
+    async def test_urlencoded_mail_without_attachments(
+        self, client: httpx.AsyncClient, inbox: Inbox
+    ) -> None:
+        r = await client.post("/inbound/mailgun", data=mailgun_form(inbox.address.upper()))
+        assert r.status_code == 200, r.text
+        [post] = await inbox.posts()
+        assert "<b>group</b>" in post["html"]
+
+    @pytest.mark.parametrize(
+        "signature",
+        [
+            pytest.param(sign_mailgun(key="wrong-key-0123456789"), id="forged"),
+            pytest.param(sign_mailgun(timestamp=int(time.time()) - 10 * 3600), id="stale"),
+            pytest.param(sign_mailgun(timestamp=int(time.time()) + 3600), id="future"),
+            pytest.param({"timestamp": "x", "token": "t", "signature": "s"}, id="malformed"),
+            pytest.param({"timestamp": "", "token": "", "signature": ""}, id="missing"),
+        ],
+    )
+    async def test_bad_signatures_answer_401_and_record_nothing(
+        self, client: httpx.AsyncClient, inbox: Inbox, signature: dict[str, str]
+    ) -> None:
+        r = await client.post(
+            "/inbound/mailgun", data=mailgun_form(inbox.address, signature=signature)
+        )
+        assert r.status_code == 401
+        assert r.headers["content-type"] == "application/problem+json"
+        assert await inbox.posts() == []
+        assert await inbox.deliveries() == []
+
+    async def test_eight_hour_old_retry_is_accepted(
+        self, client: httpx.AsyncClient, inbox: Inbox
+    ) -> None:
+        signature = sign_mailgun(timestamp=int(time.time()) - 8 * 3600)
+        r = await client.post(
+            "/inbound/mailgun", data=mailgun_form(inbox.address, signature=signature)
+        )
+        assert r.status_code == 200
+
+    async def test_replayed_token_is_a_duplicate_even_with_another_body(
+        self, client: httpx.AsyncClient, inbox: Inbox
+    ) -> None:
+        signature = sign_mailgun()
+        first = await client.post(
+            "/inbound/mailgun", data=mailgun_form(inbox.address, signature=signature)
+        )
+        assert first.status_code == 200
+        forged = mailgun_form(inbox.address, signature=signature, subject="Other", text="Other")
+        again = await client.post("/inbound/mailgun", data=forged)
+        assert again.status_code == 200
+        assert again.json()["status"] == "duplicate"
+        assert again.json()["post_ids"] == first.json()["post_ids"]
+        assert len(await inbox.posts()) == 1
+
+    async def test_unknown_recipient_is_refused_with_406(
+        self, client: httpx.AsyncClient, inbox: Inbox
+    ) -> None:
+        r = await client.post("/inbound/mailgun", data=mailgun_form("nobody.abc@in.example.com"))
+        assert r.status_code == 406
+        assert r.json()["reason"] == "unknown_recipient"
+        r = await client.get("/v1/unrouted-deliveries", headers=OPERATOR)
+        assert [d["reason"] for d in r.json()["items"]] == ["unknown_recipient"]
+
+    async def test_mime_variant(self, client: httpx.AsyncClient, inbox: Inbox) -> None:
+        raw = mime_message(inbox.address, subject="=?utf-8?q?Caf=C3=A9?=", text="Bonjour")
+        fields = {"recipient": inbox.address, "sender": "alice@example.org", **sign_mailgun()}
+        r = await client.post(
+            "/inbound/mailgun/mime", data=fields, files={"body-mime": (None, raw, None)}
+        )
+        assert r.status_code == 200, r.text
+        [post] = await inbox.posts()
+        assert post["subject"] == "Café"
+        assert post["text"].strip() == "Bonjour"
+
+
+class TestSendGrid:
+    async def test_parsed_shift_jis_body(self, client: httpx.AsyncClient, inbox: Inbox) -> None:
+        text = "こんにちは、グループの皆さん"
+        fields = {
+            "envelope": json.dumps({"to": [inbox.address], "from": "taro@example.jp"}),
+            "from": "Taro <taro@example.jp>",
+            "subject": "お知らせ",
+            "charsets": json.dumps({"text": "shift_jis", "subject": "UTF-8", "from": "UTF-8"}),
+            "headers": "Message-ID: <sj1@example.jp>\nFrom: Taro <taro@example.jp>\n",
+            "SPF": "pass",
+            "dkim": "{@example.jp : pass}",
+        }
+        files = {k: (None, v.encode("utf-8"), None) for k, v in fields.items()}
+        files["text"] = (None, text.encode("shift_jis"), None)
+        r = await client.post("/inbound/sendgrid", files=files, headers=basic())
+        assert r.status_code == 200, r.text
+        [post] = await inbox.posts()
+        assert post["text"] == text
+        assert post["subject"] == "お知らせ"
+        assert post["author"]["verified"] is True
+
+    async def test_raw_mode(self, client: httpx.AsyncClient, inbox: Inbox) -> None:
+        raw = mime_message(inbox.address, attachments=[("a.txt", "text/plain", b"abc")])
+        fields = {"envelope": json.dumps({"to": [inbox.address], "from": "alice@example.org"})}
+        r = await client.post(
+            "/inbound/sendgrid", data=fields, files={"email": (None, raw, None)}, headers=basic()
+        )
+        assert r.status_code == 200, r.text
+        [post] = await inbox.posts()
+        assert await inbox.download(post["attachments"][0]) == b"abc"
+
+    async def test_refusals_answer_200_so_sendgrid_stops(
+        self, client: httpx.AsyncClient, inbox: Inbox
+    ) -> None:
+        fields = {
+            "envelope": json.dumps({"to": ["nobody.x@in.example.com"], "from": "a@b.org"}),
+            "text": "hi",
+            "from": "a@b.org",
+        }
+        r = await client.post("/inbound/sendgrid", data=fields, headers=basic())
+        assert r.status_code == 200
+        assert r.json() == {**r.json(), "status": "rejected", "reason": "unknown_recipient"}
+
+    @pytest.mark.parametrize(
+        "headers",
+        [basic(password="wrong"), basic(user="other"), {}, {"Authorization": "Basic !!!"}],
+    )
+    async def test_wrong_credentials_answer_401(
+        self, client: httpx.AsyncClient, inbox: Inbox, headers: dict[str, str]
+    ) -> None:
+        r = await client.post("/inbound/sendgrid", data={"text": "x"}, headers=headers)
+        assert r.status_code == 401
+
+    async def test_rotated_password_still_works(
+        self, client: httpx.AsyncClient, inbox: Inbox
+    ) -> None:
+        fields = {
+            "envelope": json.dumps({"to": [inbox.address], "from": "a@b.org"}),
+            "text": "x",
+            "from": "a@b.org",
+        }
+        r = await client.post(
+            "/inbound/sendgrid", data=fields, headers=basic(password="previous-password")
+        )
+        assert (r.status_code, r.json()["status"]) == (200, "accepted")
+
+
+class TestPostmark:
+    async def test_json_with_inline_image(self, client: httpx.AsyncClient, inbox: Inbox) -> None:
+        png = b"\x89PNG\r\n\x1a\n" + b"\0" * 100
+        payload = postmark_json(
+            inbox.address,
+            html='<p>Logo: <img src="cid:logo@x"></p>',
+            attachments=[postmark_attachment("logo.png", "image/png", png, "logo@x")],
+        )
+        r = await client.post("/inbound/postmark", json=payload, headers=basic())
+        assert r.status_code == 200, r.text
+        [post] = await inbox.posts()
+        [attachment] = post["attachments"]
+        assert attachment["inline"] is True
+        assert html.escape(attachment["url"]) in post["html"]
+        assert "cid:" not in post["html"]
+        assert await inbox.download(attachment) == png
+
+    async def test_refusal_is_403_and_check_button_is_200(
+        self, client: httpx.AsyncClient, inbox: Inbox
+    ) -> None:
+        r = await client.post(
+            "/inbound/postmark", json=postmark_json("nobody.x@in.example.com"), headers=basic()
+        )
+        assert r.status_code == 403
+        probe = postmark_json("abc+SampleHash@inbound.postmarkapp.com")
+        r = await client.post("/inbound/postmark", json=probe, headers=basic())
+        assert r.status_code == 200
+        assert await inbox.posts() == []
+
+    async def test_same_message_id_twice_is_one_post(
+        self, client: httpx.AsyncClient, inbox: Inbox
+    ) -> None:
+        payload = postmark_json(inbox.address, message_id="pm-1")
+        for _ in range(2):
+            r = await client.post("/inbound/postmark", json=payload, headers=basic())
+            assert r.status_code == 200
+        assert len(await inbox.posts()) == 1
+
+    async def test_not_json_is_malformed(self, client: httpx.AsyncClient, inbox: Inbox) -> None:
+        r = await client.post("/inbound/postmark", content=b"{not json", headers=basic())
+        assert r.status_code == 403
+        assert r.json()["reason"] == "malformed_message"
+
+
+class TestRawMime:
+    async def test_relay_format(self, client: httpx.AsyncClient, inbox: Inbox) -> None:
+        raw = mime_message(inbox.address, subject="From the MTA")
+        r = await client.post(
+            "/inbound/mime",
+            params={"recipient": inbox.address},
+            content=raw,
+            headers={**basic(), "Content-Type": "message/rfc822"},
+        )
+        assert r.status_code == 200, r.text
+        assert [p["subject"] for p in await inbox.posts()] == ["From the MTA"]
+
+    async def test_missing_recipient_is_malformed_422(
+        self, client: httpx.AsyncClient, inbox: Inbox
+    ) -> None:
+        r = await client.post("/inbound/mime", content=mime_message(inbox.address), headers=basic())
+        assert r.status_code == 422
+        assert r.json()["reason"] == "malformed_message"
+
+    async def test_oversized_request_is_413_before_reading(
+        self, client: httpx.AsyncClient, inbox: Inbox
+    ) -> None:
+        r = await client.post(
+            "/inbound/mime",
+            params={"recipient": inbox.address},
+            content=b"x" * (64 * MiB + 1),
+            headers=basic(),
+        )
+        assert r.status_code == 413
+
+
+class TestRules:
+    async def _send(
+        self, client: httpx.AsyncClient, to: str, raw: bytes, sender: str = "alice@example.org"
+    ) -> httpx.Response:
+        return await client.post(
+            "/inbound/mime",
+            params={"recipient": to, "sender": sender},
+            content=raw,
+            headers=basic(),
+        )
+
+    async def test_attachment_of_exactly_the_limit_is_posted_one_more_byte_is_refused(
+        self, client: httpx.AsyncClient, inbox: Inbox
+    ) -> None:
+        exact = mime_message(
+            inbox.address, attachments=[("a.bin", "application/octet-stream", b"a" * LIMIT)]
+        )
+        r = await self._send(client, inbox.address, exact)
+        assert r.status_code == 200, r.text
+        over = mime_message(
+            inbox.address, attachments=[("b.bin", "application/octet-stream", b"b" * (LIMIT + 1))]
+        )
+        r = await self._send(client, inbox.address, over)
+        assert r.status_code == 422
+        assert r.json()["reason"] == "attachment_too_large"
+        posts = await inbox.posts()
+        assert len(posts) == 1
+        assert posts[0]["attachments"][0]["size"] == LIMIT
+
+    async def test_drop_policy_posts_and_lists_the_omitted_file(
+        self, client: httpx.AsyncClient, world: object, inbox: Inbox
+    ) -> None:
+        r = await client.patch(
+            f"/v1/integrations/{inbox.integration['id']}",
+            json={"oversize_attachments": "drop"},
+            headers=bearer("root"),
+        )
+        assert r.status_code == 200
+        raw = mime_message(
+            inbox.address,
+            attachments=[
+                ("big.bin", "application/octet-stream", b"b" * (LIMIT + 1)),
+                ("small.txt", "text/plain", b"small"),
+            ],
+        )
+        r = await self._send(client, inbox.address, raw)
+        assert r.status_code == 200, r.text
+        [post] = await inbox.posts()
+        assert [a["filename"] for a in post["attachments"]] == ["small.txt"]
+        assert post["omitted_attachments"] == [
+            {"filename": "big.bin", "size": LIMIT + 1, "reason": "too_large"}
+        ]
+
+    async def test_out_of_office_is_refused_newsletter_is_posted(
+        self, client: httpx.AsyncClient, inbox: Inbox
+    ) -> None:
+        ooo = mime_message(inbox.address, headers={"Auto-Submitted": "auto-replied"})
+        r = await self._send(client, inbox.address, ooo)
+        assert (r.status_code, r.json()["reason"]) == (422, "auto_reply")
+        news = mime_message(
+            inbox.address, headers={"Precedence": "bulk", "List-Id": "<news.example.org>"}
+        )
+        assert (await self._send(client, inbox.address, news)).status_code == 200
+        assert len(await inbox.posts()) == 1
+
+    async def test_disabled_integration_and_allowed_senders(
+        self, client: httpx.AsyncClient, inbox: Inbox
+    ) -> None:
+        url = f"/v1/integrations/{inbox.integration['id']}"
+        await client.patch(url, json={"allowed_senders": ["@partner.org"]}, headers=bearer("root"))
+        r = await self._send(client, inbox.address, mime_message(inbox.address))
+        assert r.json()["reason"] == "sender_not_allowed"
+        ok = mime_message(inbox.address, from_="Bob <bob@partner.org>")
+        assert (await self._send(client, inbox.address, ok)).status_code == 200
+        await client.patch(url, json={"enabled": False}, headers=bearer("root"))
+        r = await self._send(
+            client, inbox.address, mime_message(inbox.address, from_="bob@partner.org")
+        )
+        assert r.json()["reason"] == "integration_disabled"
+
+    async def test_same_message_id_with_different_content_is_a_second_post(
+        self, client: httpx.AsyncClient, inbox: Inbox
+    ) -> None:
+        one = mime_message(inbox.address, message_id="<same@example.org>", text="one")
+        two = mime_message(inbox.address, message_id="<same@example.org>", text="two")
+        for raw in (one, one, two):
+            assert (await self._send(client, inbox.address, raw)).status_code == 200
+        assert sorted(p["text"].strip() for p in await inbox.posts()) == ["one", "two"]
+
+    async def test_one_mail_to_two_integrations_makes_a_post_in_each(
+        self, client: httpx.AsyncClient, world: object, inbox: Inbox
+    ) -> None:
+        other_group = await inbox.world.group("p1", "Other")
+        other = await inbox.world.integration(other_group, "Other")
+        raw = mime_message(inbox.address)
+        r = await client.post(
+            "/inbound/mime",
+            params=[("recipient", inbox.address), ("recipient", other["address"])],
+            content=raw,
+            headers=basic(),
+        )
+        assert r.status_code == 200
+        assert len(r.json()["post_ids"]) == 2
+
+
+@pytest.mark.concurrency
+async def test_hundred_concurrent_identical_deliveries_make_one_post(
+    client: httpx.AsyncClient, inbox: Inbox
+) -> None:
+    raw = mime_message(inbox.address, message_id="<burst@example.org>")
+
+    async def send() -> int:
+        r = await client.post(
+            "/inbound/mime", params={"recipient": inbox.address}, content=raw, headers=basic()
+        )
+        return r.status_code
+
+    codes = await asyncio.gather(*(send() for _ in range(100)))
+    assert set(codes) == {200}
+    assert len(await inbox.posts()) == 1
+
+
+@pytest.mark.concurrency
+async def test_hundred_concurrent_identical_postmark_posts_make_one_post(
+    client: httpx.AsyncClient, inbox: Inbox
+) -> None:
+    payload = postmark_json(inbox.address, message_id="burst-pm")
+
+    async def send() -> tuple[int, str]:
+        r = await client.post("/inbound/postmark", json=payload, headers=basic())
+        return r.status_code, r.json()["status"]
+
+    results = await asyncio.gather(*(send() for _ in range(100)))
+    assert {code for code, _ in results} == {200}
+    assert sorted({status for _, status in results}) == ["accepted", "duplicate"]
+    assert len(await inbox.posts()) == 1
+
+
+async def test_inbound_paths_never_redirect(client: httpx.AsyncClient, inbox: Inbox) -> None:
+    r = await client.post("/inbound/postmark/", json={}, headers=basic())
+    assert r.status_code in (404, 405)
+    assert "location" not in r.headers
+
+
+class TestRateLimits:
+    @pytest.fixture
+    def settings(self, database_url: str, tmp_path: object) -> object:
+        from pathlib import Path
+
+        from tests.conftest import make_settings
+        from tests.inbound.payloads import INBOUND_PASSWORD, INBOUND_USER
+
+        return make_settings(
+            database_url,
+            Path(str(tmp_path)) / "blobs",
+            inbound_username=INBOUND_USER,
+            inbound_password=INBOUND_PASSWORD,
+            rate_limits="3/3600",
+        )
+
+    async def test_over_the_limit_is_retryable_and_duplicates_do_not_count(
+        self, client: httpx.AsyncClient, inbox: Inbox
+    ) -> None:
+        payloads = [postmark_json(inbox.address, message_id=f"rl-{i}") for i in range(4)]
+        for payload in payloads[:3]:
+            assert (
+                await client.post("/inbound/postmark", json=payload, headers=basic())
+            ).status_code == 200
+        again = await client.post("/inbound/postmark", json=payloads[0], headers=basic())
+        assert (again.status_code, again.json()["status"]) == (200, "duplicate")
+        r = await client.post("/inbound/postmark", json=payloads[3], headers=basic())
+        assert (r.status_code, r.json()["status"]) == (429, "rate_limited")
+        fields = {
+            "envelope": json.dumps({"to": [inbox.address], "from": "a@b.org"}),
+            "text": "x",
+            "from": "a@b.org",
+        }
+        r = await client.post("/inbound/sendgrid", data=fields, headers=basic())
+        assert (r.status_code, r.json()["status"]) == (503, "rate_limited")
+        assert len(await inbox.posts()) == 3
+        statuses = [d["status"] for d in await inbox.deliveries()]
+        assert statuses.count("rate_limited") == 2
+
+
+class TestHostileContent:
+    XSS = (
+        '<p style="background:url(http://x)">text</p><script>alert(1)</script>'
+        "<img src=x onerror=alert(2)>"
+        '<a href="javascript:alert(3)">a</a><a href="jav&#x09;ascript:alert(4)">b</a>'
+        "<svg><p><style><img src=x onerror=alert(5)></style></p></svg>"
+        "<math><mtext><table><mglyph><style><img src=x onerror=alert(6)>"
+        '<base href="http://evil.example/"><meta http-equiv="refresh" content="0;url=http://evil">'
+        '<img src="http://tracker.example/pixel.gif">'
+        '<form action="http://evil"><input name=q></form><iframe src="http://evil"></iframe>'
+    )
+
+    async def test_xss_corpus_is_stored_inert(
+        self, client: httpx.AsyncClient, inbox: Inbox
+    ) -> None:
+        payload = postmark_json(
+            inbox.address, html=self.XSS, subject="Hi\u202e<script>", from_name="Eve\r\nBcc: x"
+        )
+        r = await client.post("/inbound/postmark", json=payload, headers=basic())
+        assert r.status_code == 200, r.text
+        [post] = await inbox.posts()
+        stored = post["html"].lower()
+        for needle in (
+            "<script",
+            "onerror",
+            "javascript:",
+            "<svg",
+            "<math",
+            "<base",
+            "<meta",
+            "tracker.example",
+            "style=",
+            "<form",
+            "<iframe",
+            "evil",
+        ):
+            assert needle not in stored, needle
+        assert "text" in post["html"]
+        assert "\u202e" not in post["subject"]
+        assert "\r" not in post["author"]["name"]
+        assert "\n" not in post["author"]["name"]
+
+    @pytest.mark.parametrize(
+        ("name", "expected"),
+        [
+            ("../../etc/passwd", "passwd"),
+            ("invoice\u202egnp.exe", "invoicegnp.exe"),
+            ("C:\\Users\\x\\evil.bat", "evil.bat"),
+        ],
+    )
+    async def test_attachment_names_are_display_names_only(
+        self, client: httpx.AsyncClient, inbox: Inbox, name: str, expected: str
+    ) -> None:
+        payload = postmark_json(
+            inbox.address, attachments=[postmark_attachment(name, "text/plain", b"x")]
+        )
+        assert (
+            await client.post("/inbound/postmark", json=payload, headers=basic())
+        ).status_code == 200
+        [post] = await inbox.posts()
+        assert post["attachments"][0]["filename"] == expected
+
+    async def test_explicit_null_sender_is_auto_mail_missing_return_path_is_not(
+        self, client: httpx.AsyncClient, inbox: Inbox
+    ) -> None:
+        bounce = postmark_json(inbox.address, headers=[{"Name": "Return-Path", "Value": "<>"}])
+        bounce["Headers"] = [h for h in bounce["Headers"] if h["Value"] != "<alice@example.org>"]
+        r = await client.post("/inbound/postmark", json=bounce, headers=basic())
+        assert (r.status_code, r.json()["reason"]) == (403, "auto_reply")
+        plain = postmark_json(inbox.address)
+        plain["Headers"] = []
+        r = await client.post("/inbound/postmark", json=plain, headers=basic())
+        assert (r.status_code, r.json()["status"]) == (200, "accepted")
