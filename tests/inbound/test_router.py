@@ -521,3 +521,124 @@ class TestHostileContent:
         plain["Headers"] = []
         r = await client.post("/inbound/postmark", json=plain, headers=basic())
         assert (r.status_code, r.json()["status"]) == (200, "accepted")
+
+
+class TestRawMessages:
+    async def _send(self, client: httpx.AsyncClient, to: str, raw: bytes) -> httpx.Response:
+        return await client.post(
+            "/inbound/mime", params={"recipient": to}, content=raw, headers=basic()
+        )
+
+    async def test_recipient_case_and_plus_tag_are_ignored(
+        self, client: httpx.AsyncClient, inbox: Inbox
+    ) -> None:
+        local, domain = inbox.address.split("@")
+        tagged = f"{local.upper()}+promo@{domain.upper()}"
+        r = await self._send(client, tagged, mime_message(tagged))
+        assert r.status_code == 200, r.text
+        assert len(await inbox.posts()) == 1
+
+    async def test_encoded_words_in_subject_and_sender_name(
+        self, client: httpx.AsyncClient, inbox: Inbox
+    ) -> None:
+        raw = (
+            b"From: =?iso-8859-1?q?Ren=E9_Dupr=E9?= <rene@example.fr>\r\n"
+            b"To: " + inbox.address.encode() + b"\r\n"
+            b"Subject: =?utf-8?b?Q29tcHRlIHJlbmR1IOKAkyDDqXTDqQ==?=\r\n"
+            b"Message-ID: <enc@example.fr>\r\n"
+            b"Content-Type: text/plain; charset=iso-8859-1\r\n"
+            b"Content-Transfer-Encoding: 8bit\r\n\r\n"
+            b"Voil\xe0 le compte rendu.\r\n"
+        )
+        assert (await self._send(client, inbox.address, raw)).status_code == 200
+        [post] = await inbox.posts()
+        assert post["author"] == {
+            "email": "rene@example.fr",
+            "name": "René Dupré",
+            "verified": False,
+        }
+        assert post["subject"] == "Compte rendu – été"  # noqa: RUF001
+        assert post["text"].strip() == "Voilà le compte rendu."
+
+    async def test_forwarded_mail_is_kept_as_an_eml_attachment(
+        self, client: httpx.AsyncClient, inbox: Inbox
+    ) -> None:
+        from email import message_from_bytes
+        from email.message import EmailMessage
+        from email.policy import default
+
+        inner = mime_message("someone@example.org", subject="Original news")
+        outer = EmailMessage()
+        outer["From"] = "alice@example.org"
+        outer["To"] = inbox.address
+        outer["Subject"] = "Fwd: Original news"
+        outer.set_content("See below")
+        outer.add_attachment(message_from_bytes(inner, policy=default))
+        assert (await self._send(client, inbox.address, outer.as_bytes())).status_code == 200
+        [post] = await inbox.posts()
+        [attachment] = post["attachments"]
+        assert attachment["content_type"] == "message/rfc822"
+        assert attachment["filename"].endswith(".eml")
+        assert b"Original news" in await inbox.download(attachment)
+
+    async def test_mime_bomb_is_refused_as_too_complex(
+        self, client: httpx.AsyncClient, inbox: Inbox
+    ) -> None:
+        depth = 200
+        head = b"From: a@example.org\r\nTo: " + inbox.address.encode() + b"\r\nSubject: bomb\r\n"
+        body = b""
+        for i in range(depth):
+            body += f'Content-Type: multipart/mixed; boundary="b{i}"\r\n\r\n--b{i}\r\n'.encode()
+        raw = head + body + b"Content-Type: text/plain\r\n\r\nx\r\n"
+        r = await self._send(client, inbox.address, raw)
+        assert (r.status_code, r.json()["reason"]) == (422, "message_too_complex")
+        assert await inbox.posts() == []
+        [delivery] = await inbox.deliveries()
+        assert delivery["reason"] == "message_too_complex"
+
+
+class TestEndpoints:
+    @pytest.fixture
+    def settings(self, database_url: str, tmp_path: object) -> object:
+        from pathlib import Path
+
+        from tests.conftest import make_settings
+
+        return make_settings(database_url, Path(str(tmp_path)) / "blobs")
+
+    @pytest.mark.parametrize(
+        "path",
+        [
+            "/inbound/mailgun",
+            "/inbound/mailgun/mime",
+            "/inbound/sendgrid",
+            "/inbound/postmark",
+            "/inbound/mime",
+        ],
+    )
+    async def test_an_endpoint_without_its_secret_answers_404(
+        self, client: httpx.AsyncClient, path: str
+    ) -> None:
+        r = await client.post(path, content=b"x", headers=basic())
+        assert r.status_code == 404
+        assert r.headers["content-type"] == "application/problem+json"
+
+
+async def test_spool_leftovers_are_swept_at_start_up(settings: object, tmp_path: object) -> None:
+    import os
+    from pathlib import Path
+
+    from app.main import create_app
+
+    app = create_app(settings)  # type: ignore[arg-type]
+    stale = Path(app.state.blobs.tmp_dir) / "upload-123"
+    stale.mkdir(parents=True)
+    (stale / "part").write_bytes(b"half an upload")
+    old = 3 * 3600
+    os.utime(stale, (os.path.getmtime(stale) - old,) * 2)  # noqa: ASYNC240
+    fresh = Path(app.state.blobs.tmp_dir) / "in-flight"
+    fresh.mkdir()
+    async with app.router.lifespan_context(app):
+        pass
+    assert not stale.exists()
+    assert fresh.exists()
