@@ -173,3 +173,34 @@ class TestCleanup:
         assert blobs.path(young).exists()
         [post] = await inbox.posts()
         assert await inbox.download(post["attachments"][0]) == b"posted"
+
+    async def test_kept_content_and_tokens_are_purged_after_retention(
+        self, client: httpx.AsyncClient, inbox: Inbox, app: FastAPI, settings: Settings
+    ) -> None:
+        import sqlalchemy as sa
+
+        from app.db.base import utcnow
+        from app.models import Delivery, ProviderToken
+
+        refused = postmark_json(
+            inbox.address,
+            headers=[{"Name": "Auto-Submitted", "Value": "auto-replied"}],
+            attachments=[postmark_attachment("r.txt", "text/plain", b"refused bytes")],
+        )
+        assert (await _post(client, refused)).status_code == 403
+        accepted = postmark_json(inbox.address, message_id="kept-token")
+        assert (await _post(client, accepted)).status_code == 200
+        from datetime import timedelta
+
+        long_ago = utcnow() - timedelta(days=settings.delivery_retention_days + 1)
+        async with app.state.sessionmaker.begin() as session:
+            await session.execute(sa.update(Delivery).values(received_at=long_ago))
+            await session.execute(sa.update(ProviderToken).values(created_at=long_ago))
+        report = await cleanup(settings, grace_seconds=0)
+        assert report.contents_purged == 1
+        assert report.tokens_purged == 2
+        assert report.blobs_removed >= 2  # the refused mail's document and its attachment
+        [post] = await inbox.posts()  # the accepted post and its files are untouched
+        assert post["subject"] == "Hello"
+        deliveries = await inbox.deliveries()
+        assert {d["status"] for d in deliveries} == {"accepted", "rejected"}
