@@ -8,7 +8,7 @@ PORT ?= 8000
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run migrate migration fmt lint test test-pg test-sqlite openapi openapi-check check clean
+.PHONY: help install run migrate migration fmt lint test test-pg test-sqlite reliability openapi openapi-check check clean
 
 help:
 	@echo "make run          serve the API on http://$(HOST):$(PORT) (SQLite under ./var, no other service)"
@@ -41,10 +41,13 @@ lint: $(STAMP)
 test: test-pg test-sqlite
 
 test-pg: $(STAMP)
-	TEST_DATABASE=postgresql $(BIN)/pytest $(PYTEST_ARGS)
+	TEST_DATABASE=postgresql $(BIN)/pytest --ignore=tests/reliability $(PYTEST_ARGS)
 
 test-sqlite: $(STAMP)
-	TEST_DATABASE=sqlite $(BIN)/pytest $(PYTEST_ARGS)
+	TEST_DATABASE=sqlite $(BIN)/pytest --ignore=tests/reliability $(PYTEST_ARGS)
+
+reliability: $(STAMP)
+	$(BIN)/pytest tests/reliability $(PYTEST_ARGS)
 
 openapi: $(STAMP)
 	$(BIN)/python -m app openapi --output openapi/openapi.json
