@@ -74,6 +74,7 @@ class Settings(BaseSettings):
     delivery_retention_days: int = 30
     public_base_url: str | None = None
     cors_origins: Annotated[list[str], NoDecode] = []
+    test_crash_after_commit: bool = False  # a test failpoint (environment "test" only)
 
     @field_validator("mailgun_signing_key", "inbound_password", mode="before")
     @classmethod
@@ -121,6 +122,11 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _environment_defaults(self) -> Settings:
+        if self.test_crash_after_commit and self.environment != "test":
+            raise ConfigurationError(
+                "MAILSLOT_TEST_CRASH_AFTER_COMMIT is a test failpoint: it needs "
+                "MAILSLOT_ENVIRONMENT=test"
+            )
         if self.environment == "production":
             self._check_production()
             return self

@@ -125,7 +125,7 @@ def _clean(html: str, cid_urls: Mapping[str, str]) -> str:
             if not _is_cid(value):
                 return None
             cid = _content_id(value)
-            return cid_urls.get(cid) or cid_urls.get(unquote(cid)) or value.strip()
+            return cid_urls.get(cid) or cid_urls.get(unquote(cid).strip("<>")) or value.strip()
         return value
 
     def relative(url: str) -> str | None:
@@ -359,6 +359,7 @@ class _TextExtractor(HTMLParser):
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.chunks: list[str] = []
+        self.preformatted = 0
 
     def _mark(self, tag: str) -> None:
         if tag in _PARAGRAPH_TAGS:
@@ -369,13 +370,21 @@ class _TextExtractor(HTMLParser):
             self.chunks.append(" ")
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.preformatted += tag == "pre"
         self._mark(tag)
 
     def handle_endtag(self, tag: str) -> None:
+        if tag == "pre":
+            self.preformatted = max(self.preformatted - 1, 0)
         self._mark(tag)
 
     def handle_data(self, data: str) -> None:
-        self.chunks.append(data.replace(_LINE, "").replace(_PARAGRAPH, ""))
+        data = data.replace(_LINE, "").replace(_PARAGRAPH, "")
+        if self.preformatted:
+            data = data.replace("\r\n", "\n").replace("\r", "\n").replace("\n", _LINE)
+        else:  # line ends in the source are spaces
+            data = data.replace("\r", " ").replace("\n", " ")
+        self.chunks.append(data)
 
 
 def _resolve_break(match: re.Match[str]) -> str:

@@ -239,7 +239,7 @@ class _Walk:
                 return end
 
 
-@lru_cache(maxsize=1024)
+@lru_cache(maxsize=256)  # values are at most MAX_PARAMETER_BYTES
 def _interpret(raw: bytes | None, default_type: str) -> tuple[str, bytes | None]:
     """``(content type, boundary)`` exactly as the stdlib's parser reads the value."""
     if raw is None:

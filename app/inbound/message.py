@@ -80,7 +80,7 @@ def decode_bytes(data: bytes, charset: str | None) -> str:
         codec = None
     if (
         codec is not None
-        and codec.name not in _REFUSED_CODECS
+        and codec.name.replace("-", "_") not in _REFUSED_CODECS
         and getattr(codec, "_is_text_encoding", True)
     ):
         try:
@@ -150,9 +150,13 @@ def decode_header(value: str) -> str:
 
 
 def _headers(message: Message) -> tuple[tuple[str, str], ...]:
-    """Every header, in order, as ``(lower-case name, decoded value)``."""
+    """Every header, in order, as ``(lower-case name, decoded value)``; NUL characters (which
+    no database text column takes) removed."""
     return tuple(
-        (_undo_surrogates(str(name)).strip().lower(), decode_header(str(value)))
+        (
+            _undo_surrogates(str(name)).strip().lower().replace("\x00", ""),
+            decode_header(str(value)).replace("\x00", ""),
+        )
         for name, value in message.raw_items()
     )
 
@@ -411,7 +415,7 @@ def _collect(root: Message, max_attachment_bytes: int) -> _Collected:
             # The first one is the body; further ones outside an alternative continue it
             # (clients split a body around inline images); in an alternative they repeat it.
             if not bodies or not leaf.in_alternative:
-                text = decode_bytes(_payload(leaf.part), info.charset)
+                text = decode_bytes(_payload(leaf.part), info.charset).replace("\x00", "")
                 bodies.append(text.replace("\r\n", "\n").replace("\r", "\n"))
             continue
         index = len(collected.attachments) + 1

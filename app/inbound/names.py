@@ -6,7 +6,7 @@ import re
 import unicodedata
 
 # Characters that end a line or separate words: they become a space before the run is collapsed.
-_SPACING = "\t\n\v\f\r\x1c\x1d\x1e\x1f\x85\u2028\u2029"
+_SPACING = "\t\n\v\f\r\x85\u2028\u2029"
 # C0 and C1 controls, DEL, and the bidirectional formatting characters (embeddings,
 # overrides, isolates, marks): removed outright, so "invoice\u202egnp.exe" shows as it is.
 _INVISIBLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")

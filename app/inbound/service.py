@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import hashlib
 import logging
+import os
 import time
 import traceback
 import uuid
@@ -76,6 +78,7 @@ def is_infrastructure_error(exc: BaseException) -> bool:
     if isinstance(exc, OSError) and exc.errno in {
         errno.ENOSPC,
         errno.EDQUOT,
+        errno.EFBIG,
         errno.EIO,
         errno.EROFS,
     }:
@@ -388,6 +391,8 @@ class InboundService:
                     await repo.point_token(email.provider, email.event_id, outcomes[0].delivery_id)
         except _AlreadyDone as done:  # raised inside the transaction so that it rolls back
             return done.outcomes
+        if self.settings.test_crash_after_commit:
+            os._exit(137)  # test failpoint: the process dies after commit, before it answers
         return outcomes
 
     async def _write_one(
@@ -472,8 +477,12 @@ class InboundService:
         integration = plan.integration
         if integration.group_id is None:
             raise RuntimeError("a live integration has no group")
-        html = sanitize_html(email.html) if email.html else None
-        text = email.text if email.text is not None else (html_to_text(html) if html else None)
+        # Sanitising large HTML takes a while: off the event loop.
+        html = await asyncio.to_thread(sanitize_html, email.html) if email.html else None
+        if email.text is not None:
+            text: str | None = email.text
+        else:
+            text = await asyncio.to_thread(html_to_text, html) if html else None
         now = utcnow()
         post_id = await repo.add_post_once(
             {

@@ -11,7 +11,6 @@ import mimetypes
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from email.headerregistry import AddressHeader, HeaderRegistry
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +18,10 @@ from fastapi import Request
 
 from app.config import Settings
 from app.inbound.errors import MalformedMessage
+from app.inbound.message import parse_mime
 from app.inbound.model import InboundAttachment, InboundEmail
 from app.inbound.multipart import Form, FormPart, PayloadTooLarge, read_form
-from app.inbound.names import plain_text, safe_filename
+from app.inbound.names import safe_filename
 
 # At most this many raw messages are parsed in memory at once in one worker.
 PARSE_SLOTS = asyncio.Semaphore(4)
@@ -120,26 +120,6 @@ def json_field(form: Form, name: str) -> Any:
         raise MalformedMessage(f"field {name!r} is not JSON") from exc
 
 
-def parse_from(value: str | None) -> tuple[str | None, str | None]:
-    """``(addr-spec, display name)`` of a From value; ``(None, None)`` when it cannot be read."""
-    if not value:
-        return None, None
-    try:
-        header = HeaderRegistry()("From", value.replace("\r", " ").replace("\n", " "))
-        addresses = header.addresses if isinstance(header, AddressHeader) else ()
-    except Exception:  # the header parser raises assorted errors on hostile input
-        return None, None
-    if not addresses:
-        return None, None
-    address = addresses[0]
-    spec = address.addr_spec if "@" in address.addr_spec else None
-    if spec:
-        local, _, domain = spec.rpartition("@")
-        spec = f"{local}@{domain.lower()}"
-    name = plain_text(address.display_name, 400) or None
-    return spec, name
-
-
 def bare_content_type(value: str | None) -> str:
     if not value:
         return "application/octet-stream"
@@ -167,7 +147,6 @@ def attachment_from_part(
 
 async def parse_raw(raw: bytes, **kwargs: Any) -> InboundEmail:
     """Parse a raw message in a thread, with a per-worker bound on how many at once."""
-    from app.inbound.message import parse_mime
 
     async with PARSE_SLOTS:
         return await asyncio.to_thread(parse_mime, raw, **kwargs)

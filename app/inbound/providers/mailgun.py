@@ -12,6 +12,7 @@ from fastapi import Request
 from app.config import Settings
 from app.inbound.errors import MalformedMessage
 from app.inbound.html import html_to_text
+from app.inbound.message import parse_from
 from app.inbound.model import InboundEmail
 from app.inbound.multipart import Form
 from app.inbound.names import plain_text
@@ -21,7 +22,6 @@ from app.inbound.providers.base import (
     attachment_from_part,
     field,
     json_field,
-    parse_from,
     parse_raw,
     read_bytes,
 )

@@ -15,6 +15,7 @@ from fastapi import Request
 from app.config import Settings
 from app.inbound.errors import MalformedMessage
 from app.inbound.html import html_to_text
+from app.inbound.message import parse_from
 from app.inbound.model import InboundAttachment, InboundEmail
 from app.inbound.multipart import spool_body
 from app.inbound.names import plain_text, safe_filename
@@ -23,7 +24,6 @@ from app.inbound.providers.base import (
     bare_content_type,
     check_basic_auth,
     check_content_length,
-    parse_from,
 )
 
 PROVIDER = "postmark"

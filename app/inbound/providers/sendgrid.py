@@ -12,6 +12,7 @@ from fastapi import Request
 from app.config import Settings
 from app.inbound.errors import MalformedMessage
 from app.inbound.html import html_to_text
+from app.inbound.message import parse_from
 from app.inbound.model import InboundEmail
 from app.inbound.multipart import Form
 from app.inbound.names import plain_text
@@ -20,7 +21,6 @@ from app.inbound.providers.base import (
     check_basic_auth,
     field,
     json_field,
-    parse_from,
     parse_raw,
     read_bytes,
 )
