@@ -20,6 +20,7 @@ from app.api.router import api_router
 from app.blobs.store import LocalBlobStore
 from app.config import Settings, get_settings
 from app.db.engine import create_engine
+from app.logging import install as install_log_redaction
 
 logger = logging.getLogger("mailslot")
 
@@ -33,6 +34,7 @@ def _operation_id(route: APIRoute) -> str:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    install_log_redaction()  # uvicorn has configured its loggers by now
     engine = create_engine(settings.database_url)
 
     @asynccontextmanager

@@ -97,8 +97,16 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
+# FastAPI's answer to a body it cannot even decode as JSON (bytes that are not UTF-8): a bare 400.
+_UNPARSABLE_BODY = "There was an error parsing the body"
+
+
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     exc = cast(StarletteHTTPException, exc)
+    if exc.status_code == 400 and exc.detail == _UNPARSABLE_BODY:
+        # An invalid body like malformed JSON, which FastAPI answers 422: one contract for both.
+        error = {"loc": ["body"], "msg": "The body is not UTF-8 JSON.", "type": "json_invalid"}
+        return problem_response(422, detail="Invalid fields: body", errors=[error])
     detail: str | None = exc.detail if isinstance(exc.detail, str) else None
     if detail in {"Not Found", "Method Not Allowed"}:
         detail = None

@@ -62,6 +62,22 @@ async def load(sha256: str, blobs: BlobStore) -> InboundEmail:
     return InboundEmail(**doc, attachments=tuple(attachments))
 
 
+async def kept_digest(sha256: str, blobs: BlobStore) -> str | None:
+    """``content_digest`` of a kept document, without reading its attachments; None if gone."""
+    try:
+        doc: dict[str, Any] = json.loads(await blobs.read_all(sha256))
+    except (OSError, ValueError):
+        return None
+    h = hashlib.sha256()
+    for name in ("from_address", "subject", "text", "html"):
+        h.update((doc.get(name) or "").encode("utf-8", "surrogatepass"))
+        h.update(b"\0")
+    for a in doc.get("attachments", []):
+        line = f"{a.get('filename')}\0{a.get('size')}\0{a.get('sha256') or ''}\0"
+        h.update(line.encode("utf-8", "surrogatepass"))
+    return h.hexdigest()
+
+
 def content_digest(email: InboundEmail) -> str:
     """A digest of the normalised content (not of the request bytes, whose framing may change)."""
     h = hashlib.sha256()

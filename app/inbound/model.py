@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 
@@ -59,3 +60,51 @@ class InboundEmail:
             if key == name:
                 return value
         return None
+
+
+# NUL (PostgreSQL text refuses it) and lone surrogates (not encodable as UTF-8): what a provider's
+# fields may carry (a JSON "\u0000" or "\ud83d", a form field in a "charset" of the sender's
+# choosing) and no database column can hold.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable_text(value: str) -> str:
+    """``value`` without NUL characters, lone surrogates replaced by U+FFFD."""
+    if _UNSTORABLE.search(value) is None:
+        return value
+    return _UNSTORABLE.sub(lambda m: "" if m.group() == "\x00" else "\ufffd", value)
+
+
+def _optional(value: str | None) -> str | None:
+    return None if value is None else storable_text(value)
+
+
+def storable(email: InboundEmail) -> InboundEmail:
+    """The message with every text field storable as it is (see ``storable_text``)."""
+    attachments = tuple(
+        replace(
+            a,
+            filename=storable_text(a.filename),
+            content_type=storable_text(a.content_type),
+            content_id=_optional(a.content_id),
+        )
+        for a in email.attachments
+    )
+    return replace(
+        email,
+        recipients=tuple(storable_text(r) for r in email.recipients),
+        envelope_from=_optional(email.envelope_from),
+        from_address=_optional(email.from_address),
+        from_name=_optional(email.from_name),
+        subject=storable_text(email.subject),
+        text=_optional(email.text),
+        html=_optional(email.html),
+        message_id=_optional(email.message_id),
+        headers=tuple((storable_text(k), storable_text(v)) for k, v in email.headers),
+        attachments=attachments,
+        content_type=storable_text(email.content_type),
+        spf=_optional(email.spf),
+        dkim=_optional(email.dkim),
+        event_id=_optional(email.event_id),
+        extra={storable_text(k): storable_text(v) for k, v in email.extra.items()},
+    )

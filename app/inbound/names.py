@@ -11,6 +11,9 @@ _SPACING = "\t\n\v\f\r\x85\u2028\u2029"
 # overrides, isolates, marks): removed outright, so "invoice\u202egnp.exe" shows as it is.
 _INVISIBLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 _SPACES = re.compile(r"\s+")
+# Lone surrogates (a JSON "\ud83d", a utf-7 or unicode_escape "charset") are not characters: they
+# cannot be encoded, stored or shown, and become U+FFFD like any other undecodable input.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _SPACING_TABLE = str.maketrans(dict.fromkeys(_SPACING, " "))
 
 MAX_FILENAME_BYTES = 255
@@ -22,7 +25,7 @@ def plain_text(value: str, max_length: int | None = None) -> str:
 
     ``max_length`` cuts the result to at most that many characters (the cut is stripped again).
     """
-    text = _INVISIBLE.sub("", value.translate(_SPACING_TABLE))
+    text = _INVISIBLE.sub("", _SURROGATE.sub("\ufffd", value).translate(_SPACING_TABLE))
     text = _SPACES.sub(" ", text).strip()
     if max_length is not None and len(text) > max_length:
         text = text[: max(max_length, 0)].rstrip()

@@ -59,11 +59,13 @@ class InboundRepository:
         inserted = await self.session.execute(stmt.returning(ProviderToken.token))
         return inserted.first() is not None
 
-    async def deliveries_by_key(self, dedupe_key: str) -> list[Delivery]:
-        """Deliveries of one provider event (all its integrations) that ended for good."""
+    async def deliveries_by_key(
+        self, dedupe_key: str, statuses: Sequence[DeliveryStatus] = FINAL_STATUSES
+    ) -> list[Delivery]:
+        """Deliveries of one provider event (all its integrations), by default those that ended."""
         stmt = (
             sa.select(Delivery)
-            .where(Delivery.dedupe_key == dedupe_key, Delivery.status.in_(FINAL_STATUSES))
+            .where(Delivery.dedupe_key == dedupe_key, Delivery.status.in_(statuses))
             .order_by(Delivery.received_at, Delivery.id)
         )
         return list((await self.session.scalars(stmt)).all())

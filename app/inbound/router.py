@@ -14,7 +14,7 @@ from app.api.deps import SettingsDep
 from app.api.problems import problem_response, responses
 from app.config import Settings
 from app.inbound.errors import MalformedMessage, MessageTooComplex
-from app.inbound.model import InboundEmail
+from app.inbound.model import InboundEmail, storable, storable_text
 from app.inbound.multipart import MalformedBody, PayloadTooLarge
 from app.inbound.providers import mailgun, mime, postmark, sendgrid
 from app.inbound.providers.base import EndpointDisabled, InvalidCredentials, form_of
@@ -29,6 +29,9 @@ router = APIRouter(prefix="/inbound", tags=["inbound"])
 REFUSED = {"mailgun": 406, "sendgrid": 200, "postmark": 403, "mime": 422}
 RATE_LIMITED = {"mailgun": 429, "sendgrid": 503, "postmark": 429, "mime": 429}
 NO_RETRY_REASONS = {RejectionReason.auto_reply.value, RejectionReason.sender_not_allowed.value}
+# Envelope recipients are bounded like To/Cc (app.inbound.limits): each one is looked up, and a
+# database bounds the parameters of one query (asyncpg: 32,767). More is message_too_complex.
+MAX_ENVELOPE_RECIPIENTS = 500
 
 
 class InboundAnswer(BaseModel):
@@ -72,6 +75,18 @@ def answer(provider: str, outcomes: Sequence[DeliveryOutcome]) -> JSONResponse:
     return JSONResponse(body.model_dump(mode="json"), status_code=code)
 
 
+def _bounded(recipients: Sequence[str], settings: Settings) -> tuple[str, ...]:
+    """At most MAX_ENVELOPE_RECIPIENTS of them, those at our domain first: a refusal is recorded
+    for the integrations among these."""
+    domain = "@" + (settings.inbound_domain or "")
+    ours: list[str] = []
+    others: list[str] = []
+    for recipient in recipients:
+        at_ours = recipient.strip().rstrip(">").strip().lower().endswith(domain)
+        (ours if at_ours else others).append(recipient)
+    return tuple((ours + others)[:MAX_ENVELOPE_RECIPIENTS])
+
+
 def _failure(status: int, reason: str) -> JSONResponse:
     body = InboundAnswer(status=DeliveryStatus.failed, reason=reason, post_ids=[], delivery_ids=[])
     return JSONResponse(body.model_dump(mode="json"), status_code=status)
@@ -87,6 +102,8 @@ async def receive(
     """Authenticate and read (``read`` raises for bad input), then deliver and answer."""
     try:
         email = await read()
+        if len(email.recipients) > MAX_ENVELOPE_RECIPIENTS:
+            raise MessageTooComplex(f"more than {MAX_ENVELOPE_RECIPIENTS} envelope recipients")
     except EndpointDisabled:
         return problem_response(404, detail="This inbound endpoint is not configured.")
     except InvalidCredentials as exc:
@@ -102,8 +119,12 @@ async def receive(
             else RejectionReason.malformed_message
         )
         recipients, sender = envelope() if envelope else ((), None)
+        recipients = tuple(storable_text(r) for r in _bounded(recipients, settings))
+        sender = None if sender is None else storable_text(sender)
         try:
-            outcomes = await service.refuse(provider, reason, str(exc), recipients, sender)
+            outcomes = await service.refuse(
+                provider, reason, storable_text(str(exc)), recipients, sender
+            )
         except InfrastructureFailure:
             return _failure(503, "unavailable")
         return answer(provider, outcomes)
@@ -116,7 +137,7 @@ async def receive(
         logger.exception("reading an inbound %s request failed", provider)
         return _failure(500, "internal_error")
     try:
-        outcomes = await service.deliver(email)
+        outcomes = await service.deliver(storable(email))
     except InfrastructureFailure:
         logger.warning("inbound %s delivery could not be stored; answering 503", provider)
         return _failure(503, "unavailable")
@@ -177,11 +198,20 @@ async def _mailgun(
     holder: dict[str, Any] = {}
 
     async def read() -> InboundEmail:
-        async with form_of(request, settings) as form:
-            mailgun.verify(form, settings)  # authenticate before anything else
-            holder["envelope"] = (mailgun.recipients(form), mailgun.envelope_from(form))
-            email = await mailgun.read(request, settings, form, mime=mime)
-            return await service.keep_attachments(email)
+        try:
+            async with form_of(request, settings) as form:
+                mailgun.verify(form, settings)  # authenticate before anything else
+                holder["verified"] = True
+                holder["envelope"] = (mailgun.recipients(form), mailgun.envelope_from(form))
+                email = await mailgun.read(request, settings, form, mime=mime)
+                return await service.keep_attachments(email)
+        except MalformedBody as exc:
+            if holder.get("verified"):
+                raise
+            # Not even a form: nothing here can carry a signature, so nothing is recorded.
+            raise InvalidCredentials(
+                "The request is not a signed Mailgun form.", "Mailgun"
+            ) from exc
 
     return await receive(
         "mailgun", service, settings, read, lambda: holder.get("envelope", ((), None))

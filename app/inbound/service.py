@@ -219,6 +219,17 @@ class InboundService:
                 earlier = await repo.deliveries_by_key(key)
                 if earlier:
                     return [self._repeat(d, probe) for d in earlier]
+                tried = await repo.deliveries_by_key(key, RETRYABLE)
+                if tried and not await self._same_content(email, tried):
+                    # The event id was used before with another body: a replayed token, never
+                    # a new post. (A provider's own retry carries the same content.)
+                    return [
+                        DeliveryOutcome(
+                            status=DeliveryStatus.duplicate,
+                            delivery_id=tried[0].id,
+                            integration_id=tried[0].integration_id,
+                        )
+                    ]
             integrations = await repo.integrations_by_address(addresses)
             plans = [
                 await self._plan(repo, email, integration, key) for integration in integrations
@@ -231,6 +242,15 @@ class InboundService:
             if plan.status is None and plan.previous is None:
                 await self._rate_limit(plan)
         return await self._write(email, key, plans)
+
+    async def _same_content(self, email: InboundEmail, tried: Sequence[Delivery]) -> bool:
+        digest = content.content_digest(email)
+        for delivery in tried:
+            if delivery.content_sha256 and (
+                await content.kept_digest(delivery.content_sha256, self.blobs) == digest
+            ):
+                return True
+        return False
 
     def _repeat(self, delivery: Delivery, probe: bool = False) -> DeliveryOutcome:
         status = delivery.status

@@ -193,8 +193,12 @@ async def delete_post(post_id: uuid.UUID, user: CurrentUser, service: Service) -
 
 _CONTENT_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
-        "description": "The attachment's bytes, served as a download.",
-        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+        "description": "The attachment's bytes, served as a download: its stored type when "
+        "inert (text with a plain charset), else `application/octet-stream`.",
+        "content": {
+            media_type: {"schema": {"type": "string", "format": "binary"}}
+            for media_type in [FALLBACK_CONTENT_TYPE, *sorted(SAFE_CONTENT_TYPES)]
+        },
     },
     304: {"description": "Not modified (`If-None-Match` names the current ETag)."},
     **responses(404, 422),

@@ -17,8 +17,10 @@ from app.posts import signing
 from app.posts.repository import AttachmentRepository, PostRepository
 from app.posts.schemas import AttachmentRead, OmittedAttachment, PostAuthor, PostRead
 
-# ``src="cid:X"`` in sanitised HTML (nh3 writes attributes double-quoted; single quotes tolerated).
-_CID_SRC = re.compile(r"""(\bsrc\s*=\s*)(["'])cid:([^"'>]*)\2""", re.IGNORECASE)
+# ``src="cid:X"`` in sanitised HTML. nh3 writes every attribute value double-quoted, with a ``"``
+# inside it as ``&quot;``, so a literal ``src="`` after a space starts an attribute: it can never be
+# text inside another attribute's value (``alt="src='cid:x' onerror=…"`` must stay one value).
+_CID_SRC = re.compile(r'(\ssrc=)"cid:([^"]*)"', re.IGNORECASE)
 
 
 def _content_id_key(content_id: str) -> str:
@@ -33,7 +35,7 @@ def _rewrite_cid(html: str, urls: dict[str, str]) -> str:
     folded = {key.casefold(): url for key, url in urls.items()}
 
     def replace(match: re.Match[str]) -> str:
-        key = _content_id_key(html_lib.unescape(match[3]))
+        key = _content_id_key(html_lib.unescape(match[2]))
         url = urls.get(key) or folded.get(key.casefold())
         if url is None:
             return match[0]

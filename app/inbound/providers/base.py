@@ -8,6 +8,7 @@ import binascii
 import hmac
 import json
 import mimetypes
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -120,11 +121,15 @@ def json_field(form: Form, name: str) -> Any:
         raise MalformedMessage(f"field {name!r} is not JSON") from exc
 
 
+# type/subtype of RFC 6838 (as in app.inbound.message); anything else is stored as octet-stream.
+_MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,63}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}")
+
+
 def bare_content_type(value: str | None) -> str:
     if not value:
         return "application/octet-stream"
     kind = value.split(";", 1)[0].strip().lower()
-    return kind if "/" in kind and len(kind) <= 200 else "application/octet-stream"
+    return kind if _MEDIA_TYPE.fullmatch(kind) else "application/octet-stream"
 
 
 def attachment_from_part(

@@ -96,7 +96,14 @@ def _cid_map(form: Form) -> dict[str, str]:
         return {}
     if not isinstance(pairs, list):
         return {}
-    return {str(v): str(k).strip("<> ") for k, v in pairs if k and isinstance(v, str)}
+    return {
+        str(pair[1]): str(pair[0]).strip("<> ")
+        for pair in pairs
+        if isinstance(pair, list | tuple)
+        and len(pair) == 2
+        and pair[0]
+        and isinstance(pair[1], str)
+    }
 
 
 def parse_fields(form: Form, token: str, settings: Settings) -> InboundEmail:

@@ -74,7 +74,10 @@ def parse_document(raw: bytes, size: int, settings: Settings) -> InboundEmail:
     if not isinstance(doc, dict):
         raise MalformedMessage("the body is not a JSON object")
     headers: list[tuple[str, str]] = []
-    for item in doc.get("Headers") or []:
+    items = doc.get("Headers") or []
+    if not isinstance(items, list):
+        raise MalformedMessage("Headers is not a list")
+    for item in items:
         if isinstance(item, dict) and isinstance(item.get("Name"), str):
             headers.append((item["Name"].lower(), str(item.get("Value", ""))))
     header = dict(headers)

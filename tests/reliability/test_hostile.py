@@ -1,0 +1,446 @@
+"""Hostile input against the real server: MIME bombs and a zip bomb (issue 4, point 4).
+
+Bombs go to ``/inbound/mime`` over HTTP with basic auth, as an MTA would relay them: nesting
+thousands of levels deep, tens of thousands of parts, a 100 KB parameter list in Content-Type,
+100,000 recipients (in To, in Cc, and as envelope recipients: query, X-Envelope-To, and the
+Mailgun and SendGrid envelope fields), megabyte headers, a body over the request cap. Each must
+be refused (``message_too_complex`` in each provider's refusal code; ``413`` over the cap; the
+HTTP server's own 4xx for a request line it does not accept at all) in under two seconds at the
+client, with no 5xx and no post, while a background sender keeps delivering normal mail that
+all succeeds with normal latency. A zip bomb stays an opaque attachment of its compressed size,
+byte-identical on download.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import io
+import json
+import statistics
+import time
+import zipfile
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from email.utils import make_msgid
+from urllib.parse import urlencode, urlsplit
+
+import httpx
+
+from tests.inbound.payloads import basic, mailgun_form
+from tests.reliability.conftest import TenantFactory
+from tests.reliability.harness import (
+    HTTP_TIMEOUT,
+    Database,
+    Server,
+    Summary,
+    Tenant,
+    build_mail,
+    multipart,
+    send,
+)
+
+KiB = 1024
+MiB = 1024 * KiB
+REFUSAL_SECONDS = 2.0  # DESIGN.md: refused "in well under a second"; the issue allows 2 s
+# What the HTTP server itself answers a request line or header section it will not read at all.
+SERVER_REFUSALS = {400, 413, 414, 431}
+TOO_COMPLEX = "message_too_complex"
+
+
+# --- the bombs ----------------------------------------------------------------------------------
+
+
+def _top(extra: bytes = b"") -> bytes:
+    return (
+        b"From: Mallory <mallory@example.org>\r\nSubject: bomb\r\nMessage-ID: "
+        + make_msgid(domain="example.org").encode()
+        + b"\r\n"
+        + extra
+    )
+
+
+def deep_multipart(levels: int) -> bytes:
+    """``levels`` multiparts, each the only part of the one around it."""
+    out = [_top()]
+    for i in range(levels):
+        out.append(b'Content-Type: multipart/mixed; boundary="b%d"\r\n\r\n--b%d\r\n' % (i, i))
+    out.append(b"Content-Type: text/plain\r\n\r\nbottom\r\n")
+    out += [b"--b%d--\r\n" % i for i in reversed(range(levels))]
+    return b"".join(out)
+
+
+def deep_messages(levels: int) -> bytes:
+    """``levels`` forwarded messages, each inside the one around it."""
+    return _top() + b"Content-Type: message/rfc822\r\n\r\n" * levels + b"\r\nbottom\r\n"
+
+
+def many_parts(count: int) -> bytes:
+    head = _top(b'Content-Type: multipart/mixed; boundary="p"\r\n\r\n')
+    return head + b"--p\r\n\r\nx\r\n" * count + b"--p--\r\n"
+
+
+def parameter_list(size: int) -> bytes:
+    params = b"".join(b"; p%d=v%d" % (i, i) for i in range(size // 10))[:size]
+    return _top(b"Content-Type: multipart/mixed; boundary=b" + params + b"\r\n\r\n--b--\r\n")
+
+
+def recipients_header(name: bytes, count: int) -> bytes:
+    addresses = b", ".join(b"user%d@example.org" % i for i in range(count))
+    return _top(name + b": " + addresses + b"\r\nContent-Type: text/plain\r\n\r\nhello\r\n")
+
+
+def long_header(size: int) -> bytes:
+    return _top(b"X-Long: " + b"x" * size + b"\r\n\r\nhello\r\n")
+
+
+def folded_header(size: int) -> bytes:
+    line = b" " + b"y" * 70 + b"\r\n"
+    return _top(b"X-Folded: start\r\n" + line * (size // len(line)) + b"\r\nhello\r\n")
+
+
+def many_header_lines(count: int) -> bytes:
+    return _top(b"".join(b"X-H%d: v\r\n" % i for i in range(count)) + b"\r\nhello\r\n")
+
+
+@dataclass
+class Bomb:
+    """One hostile request: by default a raw message to ``/inbound/mime`` for ``address``."""
+
+    name: str
+    body: bytes
+    path: str = "/inbound/mime"
+    query: list[tuple[str, str]] | None = None  # None: recipient=address (for /inbound/mime)
+    headers: list[tuple[str, str]] = field(default_factory=list)  # default: message/rfc822
+    expected: frozenset[int] = frozenset({422})  # /inbound/mime's refusal for good
+
+
+def bombs(address: str) -> list[Bomb]:
+    many = [f"user{i}@example.org" for i in range(100_000)]
+    hello = _top(b"Content-Type: text/plain\r\n\r\nhello\r\n")
+    mime = [("Content-Type", "message/rfc822"), *basic().items()]
+    either = frozenset({422, *SERVER_REFUSALS})  # the app's refusal, or the HTTP server's
+    mailgun_fields = {**mailgun_form(address), "recipient": ", ".join([address, *many])}
+    sendgrid_body, sendgrid_headers = multipart(
+        {
+            "envelope": json.dumps({"to": [address, *many], "from": "mallory@example.org"}),
+            "from": "Mallory <mallory@example.org>",
+            "subject": "bomb",
+            "text": "hello",
+        },
+        [],
+    )
+    return [
+        Bomb("multipart nesting 5,000 deep", deep_multipart(5_000)),
+        Bomb("message/rfc822 nesting 20,000 deep", deep_messages(20_000)),
+        Bomb("50,000 parts", many_parts(50_000)),
+        Bomb("100 KB Content-Type parameter list", parameter_list(100 * KiB)),
+        Bomb("100,000 recipients in To", recipients_header(b"To", 100_000)),
+        Bomb("100,000 recipients in Cc", recipients_header(b"Cc", 100_000)),
+        Bomb("600 recipients in To (under the header cap)", recipients_header(b"To", 600)),
+        Bomb("a 1 MiB header line", long_header(MiB)),
+        Bomb("a 1 MiB folded header", folded_header(MiB)),
+        Bomb("100,000 header lines", many_header_lines(100_000)),
+        Bomb(
+            "100,000 envelope recipients in the query (3 MB URL)",
+            hello,
+            query=[("recipient", a) for a in [address, *many]],
+            headers=mime,
+            expected=either,
+        ),
+        Bomb(
+            "2,000 envelope recipients in the query (70 KB URL)",
+            hello,
+            query=[("recipient", a) for a in [address, *many[:2_000]]],
+            headers=mime,
+        ),
+        Bomb(
+            "100,000 envelope recipients in one X-Envelope-To",
+            hello,
+            query=[],
+            headers=[*mime, ("X-Envelope-To", ", ".join([address, *many]))],
+            expected=either,
+        ),
+        Bomb(
+            "100,000 X-Envelope-To headers",
+            hello,
+            query=[],
+            headers=[*mime, *(("X-Envelope-To", a) for a in [address, *many])],
+            expected=either,
+        ),
+        Bomb(
+            "100,000 Mailgun recipients",
+            urlencode(mailgun_fields).encode(),
+            path="/inbound/mailgun",
+            query=[],
+            headers=[("Content-Type", "application/x-www-form-urlencoded")],
+            expected=frozenset({406}),
+        ),
+        Bomb(
+            "100,000 SendGrid envelope recipients",
+            sendgrid_body,
+            path="/inbound/sendgrid",
+            query=[],
+            headers=[*sendgrid_headers.items(), *basic().items()],
+            expected=frozenset({200}),  # SendGrid refusals answer 200 (no retry)
+        ),
+    ]
+
+
+# --- sending ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    name: str
+    status: int | None
+    reason: str | None
+    seconds: float
+    error: str | None = None
+
+
+async def send_bomb(base_url: str, address: str, bomb: Bomb) -> Outcome:
+    """POST the bomb on a connection of its own, written by hand: an HTTP client library would
+    refuse to send a 3 MB request line at all."""
+    query = [("recipient", address)] if bomb.query is None else bomb.query
+    target = f"{bomb.path}?{urlencode(query)}" if query else bomb.path
+    headers = bomb.headers or [("Content-Type", "message/rfc822"), *basic().items()]
+    started = time.monotonic()
+    try:
+        status, body = await raw_post(base_url, target, headers, bomb.body)
+    except (OSError, asyncio.IncompleteReadError, ValueError, IndexError) as exc:
+        # The server closed the connection on a request it would not read.
+        return Outcome(bomb.name, None, None, time.monotonic() - started, repr(exc))
+    elapsed = time.monotonic() - started
+    reason = None
+    with contextlib.suppress(ValueError, AttributeError):
+        reason = json.loads(body).get("reason")
+    error = None if reason == TOO_COMPLEX else body[:200].decode("utf-8", "replace")
+    return Outcome(bomb.name, status, reason, elapsed, error)
+
+
+async def raw_post(
+    base_url: str, target: str, headers: list[tuple[str, str]], body: bytes
+) -> tuple[int, bytes]:
+    """One HTTP/1.1 POST; ``(status, body)`` of the answer (the body by its Content-Length)."""
+    parts = urlsplit(base_url)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    try:
+        lines = [f"POST {target} HTTP/1.1", f"Host: {parts.netloc}", "Connection: close"]
+        lines += [f"{k}: {v}" for k, v in headers]
+        lines.append(f"Content-Length: {len(body)}")
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        writer.write(body)
+        with contextlib.suppress(ConnectionError):  # an early answer may cut the upload short
+            await writer.drain()
+        async with asyncio.timeout(30):
+            status_line = await reader.readline()
+            status = int(status_line.split()[1])
+            length = 0
+            while (line := await reader.readline()) not in (b"\r\n", b""):
+                name, _, value = line.decode("latin-1").partition(":")
+                if name.strip().lower() == "content-length":
+                    length = int(value.strip())
+            answer = await reader.readexactly(length)
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+    return status, answer
+
+
+async def over_the_cap(base_url: str, address: str, length: int) -> Outcome:
+    """A request announcing more than MAX_REQUEST_BYTES: the answer comes before the body."""
+    parts = urlsplit(base_url)
+    started = time.monotonic()
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    try:
+        head = (
+            f"POST /inbound/mime?recipient={address} HTTP/1.1\r\n"
+            f"Host: {parts.netloc}\r\nContent-Type: message/rfc822\r\n"
+            f"Authorization: {basic()['Authorization']}\r\n"
+            f"Content-Length: {length}\r\n\r\n"
+        )
+        writer.write(head.encode() + _top(b"\r\n") + b"x" * 64 * KiB)  # then nothing more
+        await writer.drain()
+        status_line = await asyncio.wait_for(reader.readline(), timeout=10)
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+    status = int(status_line.split()[1]) if status_line.startswith(b"HTTP/1.1 ") else None
+    return Outcome(
+        "a body announced over the request cap", status, None, time.monotonic() - started
+    )
+
+
+@dataclass
+class Background:
+    """Normal deliveries sent one after another; latency of each, in seconds."""
+
+    tenant: Tenant
+    latencies: list[float] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def deliver(self, client: httpx.AsyncClient, index: int) -> None:
+        mail = build_mail(
+            "mime",
+            [self.tenant.address],
+            [self.tenant.integration_id],
+            attachments=[(f"normal-{index}.txt", b"normal mail %d\n" % index * 20)],
+        )
+        started = time.monotonic()
+        attempt = await send(client, self.tenant.base_url, mail)
+        self.latencies.append(time.monotonic() - started)
+        if not attempt.posted:
+            self.failures.append(f"{attempt.status_code} {attempt.status} {attempt.error}")
+
+    async def run(self, client: httpx.AsyncClient, start: int) -> None:
+        index = start
+        while not self.stop.is_set():
+            await self.deliver(client, index)
+            index += 1
+
+
+def p95(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))]
+
+
+# --- the tests ----------------------------------------------------------------------------------
+
+
+async def test_mime_bombs_are_refused_fast_while_mail_keeps_flowing(
+    server: Server, tenant: TenantFactory, db: Database, summary: Summary
+) -> None:
+    target = await tenant()  # the bombs' recipient: must end with no post
+    flowing = await tenant()  # the background sender's
+    background = Background(flowing)
+    outcomes: list[Outcome] = []
+    async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as client:
+        for i in range(10):  # the latency of normal mail on an idle server
+            await background.deliver(client, i)
+        baseline = list(background.latencies)
+        background.latencies.clear()
+        sender = asyncio.create_task(background.run(client, 10))
+        try:
+            for bomb in bombs(target.address):
+                outcomes.append(await send_bomb(server.base_url, target.address, bomb))
+            outcomes.append(await over_the_cap(server.base_url, target.address, 100 * MiB))
+            await asyncio.sleep(0.3)  # a few more normal mails after the last bomb
+        finally:
+            background.stop.set()
+            await sender
+    report = "\n".join(
+        f"{o.name}: {o.status} {o.reason} {o.seconds:.3f}s {o.error or ''}"[:300] for o in outcomes
+    )
+    expected: dict[str, frozenset[int]] = {b.name: b.expected for b in bombs(target.address)}
+    expected["a body announced over the request cap"] = frozenset({413})
+    for outcome in outcomes:
+        assert outcome.status in expected[outcome.name], report
+        if outcome.status in (422, 406, 200):  # answered by the service: our refusal
+            assert outcome.reason == TOO_COMPLEX, report
+        assert outcome.seconds < REFUSAL_SECONDS, report
+
+    # Nothing posted for a bomb; every bomb the service read is in its delivery log as refused.
+    posts = await db.count(
+        "SELECT count(*) FROM posts WHERE platform_id = :p", p=target.platform_id
+    )
+    assert posts == 0, report
+    refused = await db.count(
+        "SELECT count(*) FROM deliveries WHERE platform_id = :p AND status = 'rejected' "
+        "AND reason = 'message_too_complex'",
+        p=target.platform_id,
+    )
+    assert refused == sum(1 for o in outcomes if o.reason == TOO_COMPLEX), report
+
+    # The background mail all went through, at the latency it has on an idle server.
+    assert not background.failures, background.failures
+    assert background.latencies, "no normal mail was sent while the bombs were"
+    limit = max(1.0, 5 * p95(baseline))
+    assert max(background.latencies) < limit, (baseline, background.latencies, report)
+    delivered = await db.count(
+        "SELECT count(*) FROM posts WHERE platform_id = :p", p=flowing.platform_id
+    )
+    assert delivered == len(baseline) + len(background.latencies)
+
+    summary.record("hostile: bombs refused", len(outcomes))
+    summary.record(
+        "hostile: bombs answered 5xx", sum(1 for o in outcomes if (o.status or 0) >= 500)
+    )
+    summary.record("hostile: bombs posted", posts)
+    summary.record(
+        "hostile: slowest bomb refusal (ms)", round(1000 * max(o.seconds for o in outcomes))
+    )
+    summary.record("hostile: normal deliveries during bombs", len(background.latencies))
+    summary.record("hostile: normal deliveries failed", len(background.failures))
+    summary.record(
+        "hostile: normal delivery median during bombs (ms)",
+        round(1000 * statistics.median(background.latencies)),
+    )
+    summary.record(
+        "hostile: normal delivery median idle (ms)", round(1000 * statistics.median(baseline))
+    )
+
+
+def zip_bomb(size: int) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as z:
+        z.writestr("zeros.bin", b"\0" * size)
+    return buffer.getvalue()
+
+
+async def test_a_zip_bomb_stays_an_opaque_attachment(
+    server: Server, tenant: TenantFactory, db: Database, summary: Summary
+) -> None:
+    target = await tenant()
+    bomb = zip_bomb(10 * MiB)
+    assert len(bomb) < 64 * KiB
+    message = EmailMessage()
+    message["From"] = "Mallory <mallory@example.org>"
+    message["To"] = target.address
+    message["Subject"] = "quarterly figures"
+    message["Message-ID"] = make_msgid(domain="example.org")
+    message.set_content("see attached")
+    message.add_attachment(bomb, maintype="application", subtype="zip", filename="figures.zip")
+    async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as client:
+        started = time.monotonic()
+        r = await client.post(
+            f"{server.base_url}/inbound/mime",
+            params={"recipient": target.address},
+            content=message.as_bytes(),
+            headers={"Content-Type": "message/rfc822", **basic()},
+        )
+        elapsed = time.monotonic() - started
+        assert r.status_code == 200, r.text
+        (post_id,) = r.json()["post_ids"]
+        r = await client.get(f"{server.base_url}/v1/posts/{post_id}", headers=target.admin)
+        assert r.status_code == 200, r.text
+        (attachment,) = r.json()["attachments"]
+        assert attachment["filename"] == "figures.zip"
+        assert attachment["content_type"] == "application/zip"
+        assert attachment["size"] == len(bomb)
+        assert attachment["sha256"] == hashlib.sha256(bomb).hexdigest()
+        download = await client.get(
+            f"{server.base_url}/v1/attachments/{attachment['id']}/content", headers=target.admin
+        )
+        assert download.status_code == 200
+        assert download.content == bomb
+        assert download.headers["content-length"] == str(len(bomb))
+        url = attachment["url"]
+        signed = await client.get(url if url.startswith("http") else f"{server.base_url}{url}")
+        assert signed.status_code == 200
+        assert signed.content == bomb
+    stored = await db.count(
+        "SELECT count(*) FROM attachments WHERE platform_id = :p AND size = :n",
+        p=target.platform_id,
+        n=len(bomb),
+    )
+    assert stored == 1
+    blob = server.blob_dir / "objects" / attachment["sha256"][:2] / attachment["sha256"][2:4]
+    assert (blob / attachment["sha256"]).stat().st_size == len(bomb)
+    summary.record("hostile: zip bombs kept opaque", 1)
+    summary.record("hostile: zip bomb stored bytes", len(bomb))
+    summary.record("hostile: zip bomb delivery (ms)", round(1000 * elapsed))
