@@ -8,7 +8,7 @@ PORT ?= 8000
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run migrate migration fmt lint test test-pg test-sqlite reliability openapi openapi-check check clean
+.PHONY: help install run migrate migration fmt lint test test-pg test-sqlite reliability openapi openapi-check check clean bench
 
 help:
 	@echo "make run          serve the API on http://$(HOST):$(PORT) (SQLite under ./var, no other service)"
@@ -59,3 +59,7 @@ check: lint test openapi-check
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache *.egg-info
+
+# The inbound benchmark (needs wrk: apt-get install -y wrk); see docs/performance.md.
+bench: $(STAMP)
+	$(BIN)/python -m bench

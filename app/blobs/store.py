@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import os
 import shutil
@@ -19,7 +20,9 @@ class BlobStore(Protocol):
     tmp_dir: Path
 
     async def put_bytes(self, data: bytes) -> str: ...
-    async def put_file(self, path: Path, sha256: str | None = None) -> str: ...
+    async def put_file(
+        self, path: Path, sha256: str | None = None, *, move: bool = False
+    ) -> str: ...
     async def exists(self, sha256: str) -> bool: ...
     async def size(self, sha256: str) -> int | None: ...
     def read(self, sha256: str, chunk_size: int = CHUNK) -> AsyncIterator[bytes]: ...
@@ -112,8 +115,29 @@ class LocalBlobStore:
     async def put_bytes(self, data: bytes) -> str:
         return await asyncio.to_thread(self._write_bytes, data)
 
-    async def put_file(self, path: Path, sha256: str | None = None) -> str:
+    async def put_file(self, path: Path, sha256: str | None = None, *, move: bool = False) -> str:
+        """Store a file's bytes. ``move``: the file is ours to take (a complete spooled part whose
+        digest is ``sha256``): it is fsynced and renamed into place instead of copied."""
+        if move and sha256 is not None:
+            return await asyncio.to_thread(self._adopt_file, path, sha256)
         return await asyncio.to_thread(self._copy_file, path, sha256)
+
+    def _adopt_file(self, source: Path, sha256: str) -> str:
+        if self.path(sha256).exists():
+            return sha256
+        self.ensure()
+        fd = os.open(source, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            self._install(source, sha256)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:  # another file system: copy instead
+                raise
+            return self._copy_file(source, sha256)
+        return sha256
 
     async def exists(self, sha256: str) -> bool:
         return await asyncio.to_thread(self.path(sha256).exists)

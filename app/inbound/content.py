@@ -21,7 +21,8 @@ async def store_attachments(email: InboundEmail, blobs: BlobStore) -> InboundEma
             stored.append(attachment)
             continue
         if attachment.path is not None:
-            sha256 = await blobs.put_file(attachment.path, attachment.sha256)
+            # A spooled part is taken over (renamed into place), not copied.
+            sha256 = await blobs.put_file(attachment.path, attachment.sha256, move=True)
         elif attachment.data is not None:
             sha256 = await blobs.put_bytes(attachment.data)
         else:

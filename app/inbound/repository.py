@@ -5,13 +5,17 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import Delivery, DeliveryStatus, Integration, Post, ProviderToken, RateCounter
+
+# The tables, for Core statements on the hot path (no ORM bulk-insert machinery).
+POSTS = cast(sa.Table, Post.__table__)
+TOKENS = cast(sa.Table, ProviderToken.__table__)
 
 FINAL_STATUSES = (DeliveryStatus.accepted, DeliveryStatus.duplicate, DeliveryStatus.rejected)
 
@@ -51,12 +55,16 @@ class InboundRepository:
 
     async def claim_token(self, provider: str, token: str) -> bool:
         """Insert the token; False when it was seen before (a concurrent one waits for commit)."""
+        # Core on the table, values as parameters: one cached statement, no ORM bulk path.
+        table = TOKENS
         stmt = (
-            _insert(self.session, ProviderToken)
-            .values(provider=provider, token=token, delivery_id=None)
+            _insert(self.session, table)
             .on_conflict_do_nothing(index_elements=["provider", "token"])
+            .returning(table.c.token)
         )
-        inserted = await self.session.execute(stmt.returning(ProviderToken.token))
+        inserted = await self.session.execute(
+            stmt, {"provider": provider, "token": token, "delivery_id": None}
+        )
         return inserted.first() is not None
 
     async def deliveries_by_key(
@@ -71,21 +79,23 @@ class InboundRepository:
         return list((await self.session.scalars(stmt)).all())
 
     async def point_token(self, provider: str, token: str, delivery_id: uuid.UUID) -> None:
+        table = TOKENS
         await self.session.execute(
-            sa.update(ProviderToken)
-            .where(ProviderToken.provider == provider, ProviderToken.token == token)
+            sa.update(table)
+            .where(table.c.provider == provider, table.c.token == token)
             .values(delivery_id=delivery_id)
         )
 
     async def add_post_once(self, values: dict[str, Any]) -> uuid.UUID | None:
         """Insert the post unless this integration already has one with the same dedupe key."""
+        table = POSTS
         stmt = (
-            _insert(self.session, Post)
-            .values(**values)
+            _insert(self.session, table)
             .on_conflict_do_nothing(index_elements=["integration_id", "dedupe_key"])
-            .returning(Post.id)
+            .returning(table.c.id)
         )
-        return (await self.session.execute(stmt)).scalar_one_or_none()
+        post_id: uuid.UUID | None = (await self.session.execute(stmt, values)).scalar_one_or_none()
+        return post_id
 
     async def post_id_for(self, integration_id: uuid.UUID, dedupe_key: str) -> uuid.UUID | None:
         stmt = sa.select(Post.id).where(

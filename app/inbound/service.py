@@ -23,7 +23,7 @@ from app.db.base import utcnow
 from app.inbound import content
 from app.inbound.html import html_to_text, sanitize_html
 from app.inbound.model import InboundEmail
-from app.inbound.repository import InboundRepository
+from app.inbound.repository import FINAL_STATUSES, InboundRepository
 from app.inbound.rules import is_auto_reply, normalise_recipient, sender_allowed
 from app.models import (
     Attachment,
@@ -215,11 +215,15 @@ class InboundService:
         probe = not any(a.endswith(domain) for a in addresses)
         async with self.sessionmaker() as session:
             repo = InboundRepository(session)
+            known = False  # no final delivery of this event anywhere: none per integration
             if email.event_id:
-                earlier = await repo.deliveries_by_key(key)
+                # One query for both: the ones that ended, and the retryable ones.
+                seen = await repo.deliveries_by_key(key, (*FINAL_STATUSES, *RETRYABLE))
+                earlier = [d for d in seen if d.status in FINAL_STATUSES]
                 if earlier:
                     return [self._repeat(d, probe) for d in earlier]
-                tried = await repo.deliveries_by_key(key, RETRYABLE)
+                known = True
+                tried = [d for d in seen if d.status in RETRYABLE]
                 if tried and not await self._same_content(email, tried):
                     # The event id was used before with another body: a replayed token, never
                     # a new post. (A provider's own retry carries the same content.)
@@ -232,7 +236,8 @@ class InboundService:
                     ]
             integrations = await repo.integrations_by_address(addresses)
             plans = [
-                await self._plan(repo, email, integration, key) for integration in integrations
+                await self._plan(repo, email, integration, key, known_new=known)
+                for integration in integrations
             ]
             session.expunge_all()  # keep what was read, detached
             await session.rollback()
@@ -266,10 +271,19 @@ class InboundService:
         )
 
     async def _plan(
-        self, repo: InboundRepository, email: InboundEmail, integration: Integration, key: str
+        self,
+        repo: InboundRepository,
+        email: InboundEmail,
+        integration: Integration,
+        key: str,
+        *,
+        known_new: bool = False,
     ) -> _Plan:
+        """``known_new``: the caller just found no final delivery with this key on any
+        integration, so this one has none either (a concurrent one is caught by the token
+        claim and the post's unique key when writing)."""
         plan = _Plan(integration=integration, dedupe_key=key)
-        previous = await repo.final_delivery(integration.id, key)
+        previous = None if known_new else await repo.final_delivery(integration.id, key)
         if previous is not None:
             plan.previous = previous
             return plan

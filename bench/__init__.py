@@ -1,0 +1,1 @@
+"""The inbound benchmark (``make bench``): the service against a minimal baseline app."""
