@@ -174,20 +174,23 @@ class LocalBlobStore:
                 continue
 
     def sweep_tmp(self, older_than: float = 0) -> int:
-        """Remove temporary leftovers (files and per-request spool folders) of earlier runs."""
-        if not self.tmp_dir.exists():
+        """Remove what earlier requests left in ``tmp/`` (per-request folders and stray files)
+        at least ``older_than`` seconds old. Meant for start-up. Returns how many were removed."""
+        try:
+            entries = list(os.scandir(self.tmp_dir))
+        except FileNotFoundError:
             return 0
         cutoff = time.time() - older_than
         removed = 0
-        for entry in self.tmp_dir.iterdir():
+        for entry in entries:
             try:
-                if entry.stat().st_mtime > cutoff:
+                if older_than > 0 and entry.stat(follow_symlinks=False).st_mtime > cutoff:
                     continue
-                if entry.is_dir():
-                    shutil.rmtree(entry, ignore_errors=True)
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path)
                 else:
-                    entry.unlink(missing_ok=True)
-                removed += 1
-            except FileNotFoundError:
+                    os.unlink(entry.path)
+            except OSError:  # vanished meanwhile, or not ours to remove: leave it
                 continue
+            removed += 1
         return removed

@@ -43,10 +43,3 @@ class GroupMemberRepository(Repository[GroupMember]):
 
     def list_stmt(self, group_id: uuid.UUID) -> sa.Select[GroupMember]:
         return sa.select(GroupMember).where(GroupMember.group_id == group_id)
-
-    def managed_group_ids(self, platform_id: str, user_id: str) -> sa.Select[uuid.UUID]:
-        return sa.select(GroupMember.group_id).where(
-            GroupMember.platform_id == platform_id,
-            GroupMember.user_id == user_id,
-            GroupMember.role == GroupRole.manager,
-        )

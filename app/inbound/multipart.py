@@ -25,11 +25,9 @@ from __future__ import annotations
 import binascii
 import codecs
 import hashlib
-import os
 import re
 import shutil
 import tempfile
-import time
 from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass
 from functools import partial
@@ -40,6 +38,8 @@ from urllib.parse import unquote_to_bytes
 import anyio.to_thread
 from python_multipart import MultipartParser, QuerystringParser
 from python_multipart.exceptions import FormParserError
+
+from app.blobs.store import LocalBlobStore
 
 if TYPE_CHECKING:
     from python_multipart.multipart import MultipartCallbacks, QuerystringCallbacks
@@ -707,25 +707,5 @@ async def spool_body(
 
 
 def sweep_spool(spool_root: Path, older_than_seconds: float = 0) -> int:
-    """Remove what earlier requests left in ``spool_root/"tmp"`` (per-request directories and
-    stray files) whose modification time is at least ``older_than_seconds`` old. Meant for
-    start-up, before requests are served. Returns how many entries were removed."""
-    tmp = spool_root / "tmp"
-    try:
-        entries = list(os.scandir(tmp))
-    except FileNotFoundError:
-        return 0
-    cutoff = time.time() - older_than_seconds
-    removed = 0
-    for entry in entries:
-        try:
-            if older_than_seconds > 0 and entry.stat(follow_symlinks=False).st_mtime > cutoff:
-                continue
-            if entry.is_dir(follow_symlinks=False):
-                shutil.rmtree(entry.path)
-            else:
-                os.unlink(entry.path)
-        except OSError:  # vanished meanwhile, or not ours to remove: leave it
-            continue
-        removed += 1
-    return removed
+    """Remove what earlier requests left in ``spool_root/"tmp"`` (``LocalBlobStore.sweep_tmp``)."""
+    return LocalBlobStore(spool_root).sweep_tmp(older_than_seconds)

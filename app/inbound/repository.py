@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any, cast
 
 import sqlalchemy as sa
@@ -125,15 +124,3 @@ class InboundRepository:
             )
             counts.append(int((await self.session.execute(stmt)).scalar_one()))
         return counts
-
-    async def purge_rate_counters(self, before: int) -> int:
-        result = await self.session.execute(
-            sa.delete(RateCounter).where(RateCounter.window_start < before)
-        )
-        return int(getattr(result, "rowcount", 0) or 0)
-
-    async def purge_tokens(self, before: datetime) -> int:
-        result = await self.session.execute(
-            sa.delete(ProviderToken).where(ProviderToken.created_at < before)
-        )
-        return int(getattr(result, "rowcount", 0) or 0)

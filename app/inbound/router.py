@@ -28,7 +28,6 @@ router = APIRouter(prefix="/inbound", tags=["inbound"])
 # Refused for good, rate limited: each provider's code (DESIGN.md "Inbound webhooks").
 REFUSED = {"mailgun": 406, "sendgrid": 200, "postmark": 403, "mime": 422}
 RATE_LIMITED = {"mailgun": 429, "sendgrid": 503, "postmark": 429, "mime": 429}
-NO_RETRY_REASONS = {RejectionReason.auto_reply.value, RejectionReason.sender_not_allowed.value}
 # Envelope recipients are bounded like To/Cc (app.inbound.limits): each one is looked up, and a
 # database bounds the parameters of one query (asyncpg: 32,767). More is message_too_complex.
 MAX_ENVELOPE_RECIPIENTS = 500

@@ -446,7 +446,8 @@ class InboundService:
                 return self._repeat(plan.previous)
             return await self._duplicate(repo, session, email, key, integration, owner)
         if plan.status is not None:
-            delivery = self._fill(
+            return await self._record(
+                session,
                 target,
                 email,
                 key,
@@ -455,27 +456,31 @@ class InboundService:
                 content_sha256=kept,
                 **owner,
             )
-            session.add(delivery)
-            await session.flush()
-            return DeliveryOutcome(
-                status=plan.status,
-                reason=plan.reason,
-                delivery_id=delivery.id,
-                integration_id=integration.id,
-            )
         post_id = await self._add_post(repo, session, email, key, plan)
         if post_id is None:  # a concurrent delivery of the same mail committed first
             return await self._duplicate(repo, session, email, key, integration, owner)
-        delivery = self._fill(
-            target, email, key, status=DeliveryStatus.accepted, post_id=post_id, **owner
+        return await self._record(
+            session, target, email, key, status=DeliveryStatus.accepted, post_id=post_id, **owner
         )
+
+    async def _record(
+        self,
+        session: AsyncSession,
+        target: Delivery | None,
+        email: InboundEmail,
+        key: str,
+        **values: Any,
+    ) -> DeliveryOutcome:
+        """Write the delivery row (new, or the replayed one) and say what it was."""
+        delivery = self._fill(target, email, key, **values)
         session.add(delivery)
         await session.flush()
         return DeliveryOutcome(
-            status=DeliveryStatus.accepted,
+            status=delivery.status,
+            reason=delivery.reason,
             delivery_id=delivery.id,
-            post_id=post_id,
-            integration_id=integration.id,
+            post_id=delivery.post_id,
+            integration_id=delivery.integration_id,
         )
 
     async def _duplicate(
@@ -488,16 +493,8 @@ class InboundService:
         owner: dict[str, Any],
     ) -> DeliveryOutcome:
         post_id = await repo.post_id_for(integration.id, key)
-        delivery = self._delivery(
-            email, key, status=DeliveryStatus.duplicate, post_id=post_id, **owner
-        )
-        session.add(delivery)
-        await session.flush()
-        return DeliveryOutcome(
-            status=DeliveryStatus.duplicate,
-            delivery_id=delivery.id,
-            post_id=post_id,
-            integration_id=integration.id,
+        return await self._record(
+            session, None, email, key, status=DeliveryStatus.duplicate, post_id=post_id, **owner
         )
 
     async def _add_post(

@@ -11,7 +11,6 @@ import mimetypes
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,16 +37,6 @@ class InvalidCredentials(Exception):
     def __init__(self, detail: str, scheme: str = "Basic") -> None:
         super().__init__(detail)
         self.detail, self.scheme = detail, scheme
-
-
-@dataclass(frozen=True)
-class Refusal:
-    """An authenticated payload refused before it became a message (malformed, too complex)."""
-
-    reason: str
-    detail: str
-    recipients: tuple[str, ...] = ()
-    envelope_from: str | None = None
 
 
 def check_content_length(request: Request, settings: Settings) -> None:
@@ -79,9 +68,7 @@ def check_basic_auth(request: Request, settings: Settings) -> None:
 
 
 @asynccontextmanager
-async def form_of(
-    request: Request, settings: Settings, *, raw_fields: int = 0
-) -> AsyncIterator[Form]:
+async def form_of(request: Request, settings: Settings) -> AsyncIterator[Form]:
     """The request's form, spooled under ``BLOB_DIR/tmp`` and removed afterwards."""
     check_content_length(request, settings)
     form = await read_form(
