@@ -1231,6 +1231,10 @@ def fill_disk(path: Path, leave: int = 0) -> Path:
 
 
 def all_files(paths: Iterable[Path]) -> Iterator[Path]:
+    """Files under ``paths``; a folder the server removes while we walk is simply skipped."""
     for root in paths:
-        if root.exists():
-            yield from (p for p in root.rglob("*") if p.is_file())
+        for folder, _, names in os.walk(root):  # os.walk ignores folders that vanish
+            for name in names:
+                path = Path(folder) / name
+                if path.is_file():
+                    yield path
