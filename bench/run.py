@@ -53,6 +53,8 @@ MAX_ATTACHMENT_BYTES = 5 * MIB
 SMALL_SECONDS = float(os.environ.get("BENCH_SMALL_SECONDS", "10"))
 ATTACH_SECONDS = float(os.environ.get("BENCH_ATTACH_SECONDS", "20"))
 SEED_POSTS = int(os.environ.get("BENCH_SEED_POSTS", "1000000"))
+# BENCH_ONLY=small (or attach): only that payload's turns, no other check (a quick look).
+ONLY = os.environ.get("BENCH_ONLY", "")
 HERE = Path(__file__).resolve().parent
 
 
@@ -465,6 +467,8 @@ def main() -> int:
             ("attach", payloads.attach_template(tenant.address), ATTACH_SECONDS, 400),
         ]
         for payload, (template, ctype), seconds, max_rate in plans:
+            if ONLY and payload != ONLY:
+                continue
             count = int(max_rate * seconds)
             # warm-up, not counted
             for server in (service, baseline):
@@ -479,6 +483,11 @@ def main() -> int:
                     flush=True,
                 )
 
+        if ONLY:
+            s, b = combine(results[(ONLY, "service")]), combine(results[(ONLY, "baseline")])
+            print(fmt_table([(ONLY, "service", s, f"{s['rps'] / b['rps']:.2f}x req/s, "
+                              f"{s['p99'] / b['p99']:.2f}x p99"), (ONLY, "baseline", b, "")]))
+            return 0
         checked, mismatched = asyncio.run(check_attachments(tenant))
         oversize = check_oversize(service, tenant)
         overcap = check_overcap(service, tenant)

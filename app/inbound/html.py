@@ -115,13 +115,40 @@ def _safe_target(url: str) -> bool:
     return url.startswith("/") and not url.startswith("//")
 
 
+def _cleaner(**options: object) -> nh3.Cleaner:
+    return nh3.Cleaner(
+        tags=set(ALLOWED_TAGS),
+        clean_content_tags=set(DROPPED_WITH_CONTENT),
+        attributes={tag: set(names) for tag, names in ALLOWED_ATTRIBUTES.items()},
+        strip_comments=True,
+        link_rel=LINK_REL,
+        url_schemes=set(URL_SCHEMES),
+        **options,  # type: ignore[arg-type]
+    )
+
+
+def _image_src(tag: str, attribute: str, value: str) -> str | None:
+    # Only an image carried by the mail itself: no remote resource (tracking pixel), no data:
+    # URL. Relative URLs (which would resolve against our origin) are denied by the cleaner.
+    if tag == "img" and attribute == "src":
+        return value.strip() if _is_cid(value) else None
+    return value
+
+
+# Built once. Most mail has no image: its HTML is cleaned without any Python callback.
+# (html5ever also parses ``<image>`` as ``<img>``.)
+_IMAGE_TAG = re.compile(r"<im(?:g|age)", re.IGNORECASE)
+_CLEANER = _cleaner(url_relative="deny")
+_IMAGE_CLEANER = _cleaner(url_relative="deny", attribute_filter=_image_src)
+
+
 def _clean(html: str, cid_urls: Mapping[str, str]) -> str:
+    if not cid_urls:
+        return (_IMAGE_CLEANER if _IMAGE_TAG.search(html) else _CLEANER).clean(html)
     targets = frozenset(cid_urls.values())
 
     def attribute_filter(tag: str, attribute: str, value: str) -> str | None:
         if tag == "img" and attribute == "src":
-            # Only an image carried by the mail itself: no remote resource (tracking pixel),
-            # no data: URL. Its cid may be replaced by the stored file's URL.
             if not _is_cid(value):
                 return None
             cid = _content_id(value)
@@ -133,17 +160,7 @@ def _clean(html: str, cid_urls: Mapping[str, str]) -> str:
         # stored-file URLs that rewrite_cid put there.
         return url if url in targets else None
 
-    return nh3.clean(
-        html,
-        tags=set(ALLOWED_TAGS),
-        clean_content_tags=set(DROPPED_WITH_CONTENT),
-        attributes={tag: set(names) for tag, names in ALLOWED_ATTRIBUTES.items()},
-        attribute_filter=attribute_filter,
-        strip_comments=True,
-        link_rel=LINK_REL,
-        url_schemes=set(URL_SCHEMES),
-        url_relative=relative,
-    )
+    return _cleaner(attribute_filter=attribute_filter, url_relative=relative).clean(html)
 
 
 def sanitize_html(html: str, *, max_chars: int = MAX_HTML_CHARS) -> str:
@@ -397,6 +414,15 @@ def _tidy(text: str) -> str:
     return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()
 
 
+_TEXT_CLEANER = nh3.Cleaner(
+    tags=set(ALLOWED_TAGS | _STRUCTURE_TAGS),
+    clean_content_tags=set(DROPPED_WITH_CONTENT),
+    attributes={},
+    strip_comments=True,
+    link_rel=None,
+)
+
+
 def html_to_text(html: str, *, max_chars: int = MAX_HTML_CHARS) -> str:
     """A plain-text rendering: visible text only, one line per block, entities decoded.
 
@@ -407,14 +433,7 @@ def html_to_text(html: str, *, max_chars: int = MAX_HTML_CHARS) -> str:
     html = html[:max_chars]
     if too_complex(html):
         return _scan_text(html)
-    normalised = nh3.clean(
-        html,
-        tags=set(ALLOWED_TAGS | _STRUCTURE_TAGS),
-        clean_content_tags=set(DROPPED_WITH_CONTENT),
-        attributes={},
-        strip_comments=True,
-        link_rel=None,
-    )
+    normalised = _TEXT_CLEANER.clean(html)
     parser = _TextExtractor()
     try:
         parser.feed(normalised)

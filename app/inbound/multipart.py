@@ -28,6 +28,7 @@ import hashlib
 import re
 import shutil
 import tempfile
+import uuid
 from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass
 from functools import partial
@@ -155,6 +156,11 @@ class Form:
     def files(self) -> list[FormPart]:
         """The parts that carry a filename (attachments), in body order."""
         return [part for part in self.parts if part.filename is not None]
+
+    @property
+    def spooled(self) -> bool:
+        """Whether anything was written to disk (the spool folder is made on first use)."""
+        return self.spool_dir.exists()
 
     def cleanup(self) -> None:
         """Remove ``spool_dir`` and every file in it."""
@@ -302,6 +308,7 @@ class _Sink:
 
     def _write(self, chunks: list[bytes], final: bool) -> None:
         if self.fh is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)  # made on first use
             self.fh = open(self.path, "xb")  # noqa: SIM115 - closed at the part's end
         for chunk in chunks:
             self.hasher.update(chunk)
@@ -576,6 +583,12 @@ def _new_spool_dir(spool_root: Path) -> Path:
     return Path(tempfile.mkdtemp(dir=tmp))
 
 
+def _spool_dir_name(spool_root: Path) -> Path:
+    """A fresh folder name under ``spool_root/"tmp"``, made when a part is first spooled: a form
+    held in memory (most urlencoded mails) touches no disk."""
+    return spool_root / "tmp" / f"form-{uuid.uuid4().hex}"
+
+
 def _feed_slices(chunk: bytes) -> list[bytes]:
     if len(chunk) <= _FEED:
         return [chunk]
@@ -612,7 +625,7 @@ async def read_form(
     elif media_type != _URLENCODED:
         raise MalformedBody(f"unsupported content type {media_type!r}")
 
-    spool_dir = await anyio.to_thread.run_sync(_new_spool_dir, spool_root)
+    spool_dir = _spool_dir_name(spool_root)
     collector = _Collector(
         spool_dir, max_file=max_file, max_field=max_field, memory_threshold=memory_threshold
     )

@@ -10,12 +10,12 @@ import os
 import time
 import traceback
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.blobs.store import BlobStore
 from app.config import Settings
@@ -26,7 +26,6 @@ from app.inbound.model import InboundEmail
 from app.inbound.repository import FINAL_STATUSES, InboundRepository
 from app.inbound.rules import is_auto_reply, normalise_recipient, sender_allowed
 from app.models import (
-    Attachment,
     Delivery,
     DeliveryStatus,
     Integration,
@@ -70,6 +69,16 @@ class _Plan:
     reason: str | None = None
     previous: Delivery | None = None
     omitted: list[dict[str, Any]] = field(default_factory=list)
+
+
+# HTML up to this size is sanitised on the event loop (about a millisecond); larger, in a thread.
+INLINE_HTML_CHARS = 32_768
+
+
+async def _off_loop_if_large(work: Callable[[str], str], html: str) -> str:
+    if len(html) <= INLINE_HTML_CHARS:
+        return work(html)
+    return await asyncio.to_thread(work, html)
 
 
 def is_infrastructure_error(exc: BaseException) -> bool:
@@ -131,6 +140,7 @@ class InboundService:
         settings: Settings,
     ) -> None:
         self.sessionmaker = sessionmaker
+        self.engine = cast(AsyncEngine, sessionmaker.kw["bind"])
         self.blobs = blobs
         self.settings = settings
 
@@ -213,6 +223,10 @@ class InboundService:
         key = dedupe_key(email)
         domain = "@" + (self.settings.inbound_domain or "")
         probe = not any(a.endswith(domain) for a in addresses)
+        if email.event_id and not probe:
+            fresh = await self._deliver_fresh(email, key, addresses)
+            if fresh is not None:
+                return fresh
         async with self.sessionmaker() as session:
             repo = InboundRepository(session)
             known = False  # no final delivery of this event anywhere: none per integration
@@ -247,6 +261,87 @@ class InboundService:
             if plan.status is None and plan.previous is None:
                 await self._rate_limit(plan)
         return await self._write(email, key, plans)
+
+    async def _deliver_fresh(
+        self, email: InboundEmail, key: str, addresses: Sequence[str]
+    ) -> list[DeliveryOutcome] | None:
+        """A provider event never seen before, in one connection with Core statements.
+
+        The token is claimed first: every delivery recorded with an event's key claims its token
+        (in the same transaction), so a fresh claim means nothing of this event was recorded and
+        no dedupe lookup is needed. None (all rolled back) when the token was seen before or the
+        mail goes nowhere: the general path then decides.
+        """
+        assert email.event_id is not None  # noqa: S101
+        first_id = uuid.uuid4()  # the token points at the first delivery written
+        async with self.engine.connect() as conn:
+            repo = InboundRepository(conn)
+            if not await repo.claim_token(email.provider, email.event_id, first_id):
+                await conn.rollback()
+                return None
+            rows = await repo.integration_rows(addresses)
+            if not rows:
+                await conn.rollback()
+                return None
+            plans = [
+                self._decide(_Plan(integration=cast(Integration, row), dedupe_key=key), email)
+                for row in rows
+            ]
+            if self.settings.rate_limits and any(p.status is None for p in plans):
+                # Counted outside the transaction that writes the post (DESIGN.md), after the
+                # token claim (a duplicate never counts): the claim is committed first.
+                await conn.commit()
+                for plan in plans:
+                    if plan.status is None:
+                        await self._rate_limit(plan, repo)
+                await conn.commit()
+            if any(p.status is None for p in plans):
+                email = await content.store_attachments(email, self.blobs)
+            refused = any(p.status is not None for p in plans)
+            kept = await content.keep(email, self.blobs) if refused else None
+            outcomes = []
+            for index, plan in enumerate(plans):
+                delivery_id = first_id if index == 0 else uuid.uuid4()
+                post_id = None
+                if plan.status is None:
+                    post_id = await self._add_post(repo, email, key, plan)
+                    if post_id is None:  # cannot be: the claim serialises this event
+                        raise RuntimeError("a fresh event's post exists already")
+                values = self._delivery_values(
+                    email,
+                    key,
+                    id=delivery_id,
+                    platform_id=plan.integration.platform_id,
+                    integration_id=plan.integration.id,
+                    status=plan.status or DeliveryStatus.accepted,
+                    reason=plan.reason,
+                    post_id=post_id,
+                    content_sha256=kept if plan.status is not None else None,
+                )
+                await repo.add_delivery(values)
+                outcomes.append(
+                    DeliveryOutcome(
+                        status=values["status"],
+                        reason=plan.reason,
+                        delivery_id=delivery_id,
+                        post_id=post_id,
+                        integration_id=plan.integration.id,
+                    )
+                )
+            await conn.commit()
+        if self.settings.test_crash_after_commit:
+            os._exit(137)  # test failpoint: the process dies after commit, before it answers
+        return outcomes
+
+    async def _claim_for(
+        self, session: AsyncSession, email: InboundEmail, delivery_id: uuid.UUID
+    ) -> None:
+        """Claim the event's token for a delivery recorded without a post (if not claimed yet):
+        a later fresh claim then proves that nothing of the event was recorded."""
+        if email.event_id:
+            await InboundRepository(session).claim_token(
+                email.provider, email.event_id, delivery_id
+            )
 
     async def _same_content(self, email: InboundEmail, tried: Sequence[Delivery]) -> bool:
         digest = content.content_digest(email)
@@ -287,6 +382,11 @@ class InboundService:
         if previous is not None:
             plan.previous = previous
             return plan
+        return self._decide(plan, email)
+
+    def _decide(self, plan: _Plan, email: InboundEmail) -> _Plan:
+        """Refused for good (status and reason set), or to be posted (with what is omitted)."""
+        integration = plan.integration
         limit = self.settings.max_attachment_bytes
         oversize = [a for a in email.attachments if not a.kept or a.size > limit]
         if not integration.enabled:
@@ -304,34 +404,52 @@ class InboundService:
             ]
         return plan
 
-    async def _rate_limit(self, plan: _Plan) -> None:
-        """Counted in the database, in a short transaction of its own, before the post is made."""
+    async def _rate_limit(self, plan: _Plan, repo: InboundRepository | None = None) -> None:
+        """Counted in the database, in a short transaction of its own, before the post is made
+        (``repo``: on the caller's connection, which commits)."""
         limits = self.settings.rate_limits
         if not limits:
             return
         now = int(time.time())
         windows = [(limit.seconds, now - now % limit.seconds) for limit in limits]
-        async with self.sessionmaker.begin() as session:
-            counts = await InboundRepository(session).count_in_windows(plan.integration.id, windows)
+        if repo is not None:
+            counts = await repo.count_in_windows(plan.integration.id, windows)
+        else:
+            async with self.sessionmaker.begin() as session:
+                counts = await InboundRepository(session).count_in_windows(
+                    plan.integration.id, windows
+                )
         if any(count > limit.count for count, limit in zip(counts, limits, strict=True)):
             plan.status, plan.reason = DeliveryStatus.rate_limited, "rate_limited"
 
     def _delivery(self, email: InboundEmail, key: str | None, **values: Any) -> Delivery:
-        return Delivery(
-            id=uuid.uuid4(),
-            provider=email.provider,
-            envelope_from=email.envelope_from,
-            envelope_to=", ".join(email.recipients)[:998] or None,
-            from_=email.from_address,
-            subject=email.subject,
-            size_bytes=email.size_bytes,
-            message_id=(email.message_id or "")[:998] or None,
-            spf=(email.spf or "")[:32] or None,
-            dkim=(email.dkim or "")[:200] or None,
-            dedupe_key=key,
-            received_at=utcnow(),
+        fields = self._delivery_values(email, key, **values)
+        fields["from_"] = fields.pop("from")
+        return Delivery(**fields)
+
+    def _delivery_values(
+        self, email: InboundEmail, key: str | None, **values: Any
+    ) -> dict[str, Any]:
+        """A delivery row's columns (``from`` by its column name)."""
+        return {
+            "id": uuid.uuid4(),
+            "provider": email.provider,
+            "envelope_from": email.envelope_from,
+            "envelope_to": ", ".join(email.recipients)[:998] or None,
+            "from": email.from_address,
+            "subject": email.subject,
+            "size_bytes": email.size_bytes,
+            "message_id": (email.message_id or "")[:998] or None,
+            "spf": (email.spf or "")[:32] or None,
+            "dkim": (email.dkim or "")[:200] or None,
+            "dedupe_key": key,
+            "received_at": utcnow(),
+            "error": None,
+            "content_sha256": None,
+            "post_id": None,
+            "reason": None,
             **values,
-        )
+        }
 
     def _fill(
         self, target: Delivery | None, email: InboundEmail, key: str, **values: Any
@@ -396,6 +514,7 @@ class InboundService:
         )
         async with self.sessionmaker.begin() as session:
             session.add(delivery)
+            await self._claim_for(session, email, delivery.id)
         return DeliveryOutcome(
             status=delivery.status,
             reason=delivery.reason,
@@ -456,7 +575,7 @@ class InboundService:
                 content_sha256=kept,
                 **owner,
             )
-        post_id = await self._add_post(repo, session, email, key, plan)
+        post_id = await self._add_post(repo, email, key, plan)
         if post_id is None:  # a concurrent delivery of the same mail committed first
             return await self._duplicate(repo, session, email, key, integration, owner)
         return await self._record(
@@ -498,22 +617,16 @@ class InboundService:
         )
 
     async def _add_post(
-        self,
-        repo: InboundRepository,
-        session: AsyncSession,
-        email: InboundEmail,
-        key: str,
-        plan: _Plan,
+        self, repo: InboundRepository, email: InboundEmail, key: str, plan: _Plan
     ) -> uuid.UUID | None:
         integration = plan.integration
         if integration.group_id is None:
             raise RuntimeError("a live integration has no group")
-        # Sanitising large HTML takes a while: off the event loop.
-        html = await asyncio.to_thread(sanitize_html, email.html) if email.html else None
+        html = await _off_loop_if_large(sanitize_html, email.html) if email.html else None
         if email.text is not None:
             text: str | None = email.text
         else:
-            text = await asyncio.to_thread(html_to_text, html) if html else None
+            text = await _off_loop_if_large(html_to_text, html) if html else None
         now = utcnow()
         post_id = await repo.add_post_once(
             {
@@ -537,25 +650,24 @@ class InboundService:
         if post_id is None:
             return None
         limit = self.settings.max_attachment_bytes
-        position = 0
-        for attachment in email.attachments:
-            if not attachment.kept or attachment.size > limit or not attachment.sha256:
-                continue
-            session.add(
-                Attachment(
-                    post_id=post_id,
-                    platform_id=integration.platform_id,
-                    position=position,
-                    filename=attachment.filename,
-                    content_type=attachment.content_type,
-                    size=attachment.size,
-                    sha256=attachment.sha256,
-                    inline=attachment.inline,
-                    content_id=attachment.content_id,
-                )
-            )
-            position += 1
-        await session.flush()
+        kept = [a for a in email.attachments if a.kept and a.size <= limit and a.sha256]
+        await repo.add_attachments(
+            [
+                {
+                    "id": uuid.uuid4(),
+                    "post_id": post_id,
+                    "platform_id": integration.platform_id,
+                    "position": position,
+                    "filename": attachment.filename,
+                    "content_type": attachment.content_type,
+                    "size": attachment.size,
+                    "sha256": attachment.sha256,
+                    "inline": attachment.inline,
+                    "content_id": attachment.content_id,
+                }
+                for position, attachment in enumerate(kept)
+            ]
+        )
         return post_id
 
     async def _record_failure(self, email: InboundEmail, exc: Exception) -> list[DeliveryOutcome]:
@@ -581,6 +693,7 @@ class InboundService:
                     )
                     session.add(delivery)
                     deliveries.append(delivery)
+                await self._claim_for(session, email, deliveries[0].id)
         except Exception as second:
             logger.exception("recording a failed delivery failed too")
             raise InfrastructureFailure(str(second)) from second

@@ -82,7 +82,8 @@ async def form_of(request: Request, settings: Settings) -> AsyncIterator[Form]:
     try:
         yield form
     finally:
-        await asyncio.to_thread(form.cleanup)
+        if form.spooled:
+            await asyncio.to_thread(form.cleanup)
 
 
 def field(form: Form, name: str, charset: str | None = "utf-8") -> str | None:
