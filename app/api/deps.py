@@ -15,7 +15,7 @@ from app.errors import Unauthenticated
 from app.models import Platform
 
 
-def get_app_settings(request: Request) -> Settings:
+async def get_app_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
@@ -51,7 +51,7 @@ async def current_user(
     return principal
 
 
-def operator(credentials: OperatorCredentials, settings: SettingsDep) -> None:
+async def operator(credentials: OperatorCredentials, settings: SettingsDep) -> None:
     check_operator_token(_token(credentials), settings)
 
 

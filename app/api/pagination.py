@@ -18,7 +18,7 @@ class CursorParams(BaseModel):
     cursor: str | None = None
 
 
-def cursor_params(
+async def cursor_params(
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size.")] = DEFAULT_LIMIT,
     cursor: Annotated[
         str | None, Query(max_length=512, description="Opaque cursor from `next_cursor`.")

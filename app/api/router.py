@@ -14,7 +14,9 @@ from app.posts.router import attachments_router
 from app.posts.router import router as posts_router
 
 api_router = APIRouter()
+# Matched in this order: the inbound endpoints, which take the bursts, come first.
 for router in (
+    inbound_router,
     operator_router,
     platform_router,
     groups_router,
@@ -22,6 +24,5 @@ for router in (
     posts_router,
     attachments_router,
     deliveries_router,
-    inbound_router,
 ):
     api_router.include_router(router)

@@ -16,7 +16,7 @@ from app.inbound.service import InboundService
 from app.models import Delivery, DeliveryStatus
 
 
-def delivery_service(session: SessionDep, settings: SettingsDep) -> DeliveryService:
+async def delivery_service(session: SessionDep, settings: SettingsDep) -> DeliveryService:
     return DeliveryService(session, settings)
 
 

@@ -12,7 +12,7 @@ from app.groups.schemas import GroupCreate, GroupRead, GroupUpdate, MemberRead, 
 from app.groups.service import GroupService
 
 
-def group_service(session: SessionDep) -> GroupService:
+async def group_service(session: SessionDep) -> GroupService:
     return GroupService(session)
 
 

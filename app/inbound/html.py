@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html as html_lib
 import re
+from collections import Counter
 from collections.abc import Mapping
 from html.parser import HTMLParser
 from urllib.parse import unquote
@@ -244,6 +245,11 @@ _SELF_CLOSING = frozenset(
 )
 
 
+# The attributes of a tag (as _TAG reads it) longer than twice MAX_ATTRIBUTES; a start tag's name.
+_WIDE_TAG = re.compile(r"</?[A-Za-z][^\s/<>]*+([^<>]{" + str(2 * MAX_ATTRIBUTES + 1) + ",})")
+_START_TAG = re.compile(r"<([A-Za-z][^\s/<>]*)")
+
+
 def too_complex(html: str) -> bool:
     """Whether the HTML is beyond what the HTML parsers handle in bounded time.
 
@@ -253,16 +259,21 @@ def too_complex(html: str) -> bool:
     """
     if html.count("&") > MAX_CHARACTER_REFERENCES:
         return True
-    tags = _TAG.findall(html)
-    if len(tags) > MAX_TAGS:
+    if html.count("<") > MAX_TAGS and len(_TAG.findall(html)) > MAX_TAGS:
         return True
+    for attributes in _WIDE_TAG.findall(html):
+        if attributes.count("=") > MAX_ATTRIBUTES or len(attributes.split()) > MAX_ATTRIBUTES:
+            return True
+    # No more start tags that can stay open than the bound: it cannot be reached (most mail).
+    starts = Counter(_START_TAG.findall(html))
+    if sum(n for name, n in starts.items() if name.lower() not in _SELF_CLOSING) <= (
+        MAX_OPEN_ELEMENTS
+    ):
+        return False
+    tags = _TAG.findall(html)
     open_by_name: dict[str, int] = {}
     depth = 0
-    for slash, raw_name, attributes in tags:
-        if len(attributes) > 2 * MAX_ATTRIBUTES and (
-            attributes.count("=") > MAX_ATTRIBUTES or len(attributes.split()) > MAX_ATTRIBUTES
-        ):
-            return True
+    for slash, raw_name, _ in tags:
         name = raw_name.lower()
         if name in _SELF_CLOSING:
             continue

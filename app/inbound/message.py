@@ -194,6 +194,15 @@ def _parse_from_stdlib(value: str) -> tuple[str, str | None] | None:
     return (spec, name) if spec is not None else None
 
 
+# "Name <local@domain>" or a bare "local@domain" in plain ASCII atoms (most From lines): read
+# directly, with the result the stdlib's parser gives for them (tests/inbound/test_message.py).
+_ATOM_ADDRESS = r"[A-Za-z0-9_%+-]+(?:\.[A-Za-z0-9_%+-]+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
+_SIMPLE_FROM = re.compile(
+    rf"[ \t]*(?:(?P<name>[A-Za-z0-9]+(?: [A-Za-z0-9]+)*)[ \t]*)?<(?P<angle>{_ATOM_ADDRESS})>[ \t]*"
+    rf"|[ \t]*(?P<bare>{_ATOM_ADDRESS})[ \t]*"
+)
+
+
 def parse_from(value: str | None) -> tuple[str | None, str | None]:
     """``(addr-spec, display name)`` of a raw From value (RFC 2047 words still encoded).
 
@@ -202,6 +211,11 @@ def parse_from(value: str | None) -> tuple[str | None, str | None]:
     """
     if not value or not value.strip():
         return None, None
+    simple = _SIMPLE_FROM.fullmatch(value) if len(value) <= MAX_PARSED_FROM_CHARS else None
+    if simple is not None:
+        spec = _address(simple["angle"] or simple["bare"])
+        if spec is not None:
+            return spec, plain_text(simple["name"] or "", MAX_NAME_CHARS) or None
     if len(value) <= MAX_PARSED_FROM_CHARS:
         parsed = _parse_from_stdlib(value)
         if parsed is not None:

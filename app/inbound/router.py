@@ -42,7 +42,7 @@ class InboundAnswer(BaseModel):
     delivery_ids: list[str]
 
 
-def inbound_service(request: Request) -> InboundService:
+async def inbound_service(request: Request) -> InboundService:
     state = request.app.state
     return InboundService(state.sessionmaker, state.blobs, state.settings)
 

@@ -18,7 +18,7 @@ from app.integrations.service import IntegrationService
 from app.models import Service as ServiceName
 
 
-def integration_service(session: SessionDep, settings: SettingsDep) -> IntegrationService:
+async def integration_service(session: SessionDep, settings: SettingsDep) -> IntegrationService:
     return IntegrationService(session, settings)
 
 

@@ -17,7 +17,7 @@ from app.platforms.schemas import (
 from app.platforms.service import PlatformService
 
 
-def platform_service(session: SessionDep) -> PlatformService:
+async def platform_service(session: SessionDep) -> PlatformService:
     return PlatformService(session)
 
 

@@ -120,11 +120,11 @@ def _etag_matches(if_none_match: str | None, etag: str) -> bool:
     return False
 
 
-def post_service(session: SessionDep, settings: SettingsDep) -> PostService:
+async def post_service(session: SessionDep, settings: SettingsDep) -> PostService:
     return PostService(session, settings)
 
 
-def blob_store(request: Request) -> BlobStore:
+async def blob_store(request: Request) -> BlobStore:
     blobs: BlobStore = request.app.state.blobs
     return blobs
 

@@ -507,3 +507,22 @@ def test_a_parser_recursion_is_too_complex(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(email.parser.BytesParser, "parsebytes", recurse)
     with pytest.raises(MessageTooComplex):
         parse(simple())
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "Alice Example <alice@example.org>",
+        "alice@Example.ORG",
+        " Bob <b.c@d.e> ",
+        "\tA1 B2 C3\t<x_y%z+tag@sub.Example-Mail.org>",
+        "<only@angle.example>",
+        "a.b.c@d",
+    ],
+)
+def test_plain_from_lines_read_directly_as_the_stdlib_reads_them(value: str) -> None:
+    from app.inbound.message import _SIMPLE_FROM, _parse_from_stdlib
+
+    assert _SIMPLE_FROM.fullmatch(value) is not None  # the direct reading applies
+    assert parse_from(value) == _parse_from_stdlib(value)
+    assert parse_from(value)[0] is not None
