@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import json
 import uuid
-from collections.abc import Sequence
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Row
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
+from app.db.base import utcnow
 from app.models import (
     Attachment,
     Delivery,
     DeliveryStatus,
     Integration,
+    OversizePolicy,
     Post,
     ProviderToken,
     RateCounter,
@@ -173,3 +180,267 @@ class InboundRepository:
             )
             counts.append(int((await self.session.execute(stmt)).scalar_one()))
         return counts
+
+
+# --- a provider event seen for the first time --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Route:
+    """What routing and the rules need of an integration, read without the ORM."""
+
+    id: uuid.UUID
+    platform_id: str
+    group_id: uuid.UUID | None
+    enabled: bool
+    allowed_senders: list[str]
+    oversize_attachments: OversizePolicy
+
+
+def _route(row: Any) -> Route:
+    """From a row read by name (an asyncpg record, or a SQLAlchemy row's mapping)."""
+    return Route(
+        id=row["id"],
+        platform_id=row["platform_id"],
+        group_id=row["group_id"],
+        enabled=bool(row["enabled"]),
+        allowed_senders=list(row["allowed_senders"] or []),
+        oversize_attachments=OversizePolicy(row["oversize_attachments"]),
+    )
+
+
+class FreshEvent(ABC):
+    """One connection for a provider event never seen before. Statements run in a transaction
+    that ``commit()`` ends (the next statement starts another); left uncommitted, rolled back."""
+
+    @abstractmethod
+    async def claim_and_route(
+        self, provider: str, token: str, delivery_id: uuid.UUID, addresses: Sequence[str]
+    ) -> list[Route]:
+        """Claim the token (pointing at ``delivery_id``) and read the live integrations at these
+        addresses; [] when the token was claimed before or no integration is there."""
+
+    @abstractmethod
+    async def count_in_windows(
+        self, integration_id: uuid.UUID, windows: Sequence[tuple[int, int]]
+    ) -> list[int]:
+        """Add one to each ``(seconds, start)`` window of the integration; the new counts."""
+
+    @abstractmethod
+    async def write(
+        self,
+        post: dict[str, Any] | None,
+        attachments: Sequence[dict[str, Any]],
+        delivery: dict[str, Any],
+    ) -> bool:
+        """Insert the post (if any) with its attachments, then the delivery. False (nothing
+        written) when the integration has a post with this dedupe key already."""
+
+    @abstractmethod
+    async def commit(self) -> None: ...
+
+    @abstractmethod
+    async def rollback(self) -> None: ...
+
+
+class _CoreFreshEvent(FreshEvent):
+    """Any database, through SQLAlchemy Core (SQLite, the embedded default)."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+        self.repo = InboundRepository(conn)
+
+    async def claim_and_route(
+        self, provider: str, token: str, delivery_id: uuid.UUID, addresses: Sequence[str]
+    ) -> list[Route]:
+        if not await self.repo.claim_token(provider, token, delivery_id):
+            return []
+        return [_route(row._mapping) for row in await self.repo.integration_rows(addresses)]
+
+    async def count_in_windows(
+        self, integration_id: uuid.UUID, windows: Sequence[tuple[int, int]]
+    ) -> list[int]:
+        return await self.repo.count_in_windows(integration_id, windows)
+
+    async def write(
+        self,
+        post: dict[str, Any] | None,
+        attachments: Sequence[dict[str, Any]],
+        delivery: dict[str, Any],
+    ) -> bool:
+        if post is not None:
+            if await self.repo.add_post_once(post) is None:
+                return False
+            await self.repo.add_attachments(attachments)
+        await self.repo.add_delivery(delivery)
+        return True
+
+    async def commit(self) -> None:
+        await self.conn.commit()
+
+    async def rollback(self) -> None:
+        await self.conn.rollback()
+
+
+# PostgreSQL: the same statements on the driver's connection (asyncpg), two round trips for a
+# mail without attachments (claim and route; post and delivery). JSON columns take JSON text
+# (the codec SQLAlchemy's dialect installs on each connection).
+_PG_CLAIM_AND_ROUTE = """
+WITH claim AS (
+    INSERT INTO provider_tokens (provider, token, delivery_id, created_at)
+    VALUES ($1, $2, $3, $4)
+    ON CONFLICT (provider, token) DO NOTHING
+    RETURNING 1
+)
+SELECT id, platform_id, group_id, enabled, allowed_senders, oversize_attachments
+FROM integrations
+WHERE address = ANY($5::varchar[]) AND deleted_at IS NULL AND EXISTS (SELECT FROM claim)
+ORDER BY created_at, id
+"""
+_PG_COUNT = """
+INSERT INTO rate_counters (integration_id, window_seconds, window_start, count)
+VALUES ($1, $2, $3, 1)
+ON CONFLICT (integration_id, window_seconds, window_start)
+DO UPDATE SET count = rate_counters.count + 1
+RETURNING count
+"""
+_POST_COLUMNS = (
+    "id, platform_id, group_id, integration_id, dedupe_key, source, author_email, author_name,"
+    " author_verified, subject, text, html, omitted_attachments, received_at, created_at"
+)
+_DELIVERY_COLUMNS = (
+    'id, platform_id, integration_id, provider, status, reason, envelope_from, envelope_to, "from",'
+    " subject, size_bytes, message_id, spf, dkim, post_id, error, received_at, dedupe_key,"
+    " content_sha256"
+)
+_ATTACHMENT_COLUMNS = (
+    "id, post_id, platform_id, position, filename, content_type, size, sha256, inline, content_id"
+)
+
+
+def _names(columns: str) -> list[str]:
+    return [c.strip().strip('"') for c in columns.split(",")]
+
+
+def _placeholders(count: int, start: int = 1) -> str:
+    return ", ".join(f"${i}" for i in range(start, start + count))
+
+
+_POST_NAMES, _DELIVERY_NAMES = _names(_POST_COLUMNS), _names(_DELIVERY_COLUMNS)
+_ATTACHMENT_NAMES = _names(_ATTACHMENT_COLUMNS)
+_PG_POST_AND_DELIVERY = f"""
+WITH post AS (
+    INSERT INTO posts ({_POST_COLUMNS})
+    VALUES ({_placeholders(len(_POST_NAMES))})
+    ON CONFLICT (integration_id, dedupe_key) DO NOTHING
+    RETURNING id
+)
+INSERT INTO deliveries ({_DELIVERY_COLUMNS})
+SELECT {_placeholders(len(_DELIVERY_NAMES), len(_POST_NAMES) + 1)} FROM post
+RETURNING id
+"""  # noqa: S608 - module constants only
+_PG_DELIVERY = (
+    f"INSERT INTO deliveries ({_DELIVERY_COLUMNS})"  # noqa: S608 - module constants only
+    f" VALUES ({_placeholders(len(_DELIVERY_NAMES))})"
+)
+_PG_ATTACHMENT = (
+    f"INSERT INTO attachments ({_ATTACHMENT_COLUMNS})"  # noqa: S608 - module constants only
+    f" VALUES ({_placeholders(len(_ATTACHMENT_NAMES))})"
+)
+
+
+def _pg_value(value: Any) -> Any:
+    if isinstance(value, StrEnum):
+        return value.value
+    if isinstance(value, list | dict):
+        return json.dumps(value)
+    return value
+
+
+def _pg_args(names: Sequence[str], values: Mapping[str, Any]) -> list[Any]:
+    return [_pg_value(values[name]) for name in names]
+
+
+class _AsyncpgFreshEvent(FreshEvent):
+    """PostgreSQL, on the pooled connection's asyncpg driver connection."""
+
+    def __init__(self, driver: Any) -> None:
+        self.driver = driver
+        self.transaction: Any = None
+
+    async def _begin(self) -> None:
+        if self.transaction is None:
+            self.transaction = self.driver.transaction()
+            await self.transaction.start()
+
+    async def claim_and_route(
+        self, provider: str, token: str, delivery_id: uuid.UUID, addresses: Sequence[str]
+    ) -> list[Route]:
+        await self._begin()
+        rows = await self.driver.fetch(
+            _PG_CLAIM_AND_ROUTE, provider, token, delivery_id, utcnow(), list(addresses)
+        )
+        return [_route(row) for row in rows]
+
+    async def count_in_windows(
+        self, integration_id: uuid.UUID, windows: Sequence[tuple[int, int]]
+    ) -> list[int]:
+        await self._begin()
+        return [
+            int(await self.driver.fetchval(_PG_COUNT, integration_id, seconds, start))
+            for seconds, start in windows
+        ]
+
+    async def write(
+        self,
+        post: dict[str, Any] | None,
+        attachments: Sequence[dict[str, Any]],
+        delivery: dict[str, Any],
+    ) -> bool:
+        await self._begin()
+        if post is None:
+            await self.driver.execute(_PG_DELIVERY, *_pg_args(_DELIVERY_NAMES, delivery))
+            return True
+        written = await self.driver.fetchval(
+            _PG_POST_AND_DELIVERY,
+            *_pg_args(_POST_NAMES, post),
+            *_pg_args(_DELIVERY_NAMES, delivery),
+        )
+        if written is None:
+            return False
+        if attachments:
+            await self.driver.executemany(
+                _PG_ATTACHMENT, [_pg_args(_ATTACHMENT_NAMES, a) for a in attachments]
+            )
+        return True
+
+    async def commit(self) -> None:
+        if self.transaction is not None:
+            transaction, self.transaction = self.transaction, None
+            await transaction.commit()
+
+    async def rollback(self) -> None:
+        if self.transaction is not None:
+            transaction, self.transaction = self.transaction, None
+            await transaction.rollback()
+
+
+@asynccontextmanager
+async def fresh_event(engine: AsyncEngine) -> AsyncIterator[FreshEvent]:
+    """A connection for a fresh provider event; what is not committed is rolled back."""
+    async with engine.connect() as conn:
+        event: FreshEvent
+        if conn.dialect.name == "postgresql":
+            raw = await conn.get_raw_connection()
+            event = _AsyncpgFreshEvent(raw.driver_connection)
+        else:
+            event = _CoreFreshEvent(conn)
+        try:
+            yield event
+        except BaseException:
+            try:
+                await event.rollback()
+            except Exception:  # the connection is broken: it is not put back in the pool
+                await conn.invalidate()
+            raise
+        await event.rollback()

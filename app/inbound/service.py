@@ -10,7 +10,7 @@ import os
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
@@ -23,7 +23,7 @@ from app.db.base import utcnow
 from app.inbound import content
 from app.inbound.html import html_to_text, sanitize_html
 from app.inbound.model import InboundEmail
-from app.inbound.repository import FINAL_STATUSES, InboundRepository
+from app.inbound.repository import FINAL_STATUSES, InboundRepository, Route, fresh_event
 from app.inbound.rules import is_auto_reply, normalise_recipient, sender_allowed
 from app.models import (
     Delivery,
@@ -36,6 +36,7 @@ from app.models import (
 logger = logging.getLogger("mailslot.inbound")
 
 RETRYABLE = (DeliveryStatus.rate_limited, DeliveryStatus.failed)
+WindowCounter = Callable[[uuid.UUID, Sequence[tuple[int, int]]], Awaitable[list[int]]]
 ERROR_TEXT_LIMIT = 4000
 
 
@@ -63,7 +64,7 @@ class DeliveryOutcome:
 class _Plan:
     """What to do with the mail for one integration."""
 
-    integration: Integration
+    integration: Integration | Route
     dedupe_key: str
     status: DeliveryStatus | None = None  # decided before writing; None: post it
     reason: str | None = None
@@ -265,7 +266,7 @@ class InboundService:
     async def _deliver_fresh(
         self, email: InboundEmail, key: str, addresses: Sequence[str]
     ) -> list[DeliveryOutcome] | None:
-        """A provider event never seen before, in one connection with Core statements.
+        """A provider event never seen before: one connection, no ORM, few round trips.
 
         The token is claimed first: every delivery recorded with an event's key claims its token
         (in the same transaction), so a fresh claim means nothing of this event was recorded and
@@ -274,61 +275,55 @@ class InboundService:
         """
         assert email.event_id is not None  # noqa: S101
         first_id = uuid.uuid4()  # the token points at the first delivery written
-        async with self.engine.connect() as conn:
-            repo = InboundRepository(conn)
-            if not await repo.claim_token(email.provider, email.event_id, first_id):
-                await conn.rollback()
+        async with fresh_event(self.engine) as event:
+            routes = await event.claim_and_route(
+                email.provider, email.event_id, first_id, addresses
+            )
+            if not routes:
                 return None
-            rows = await repo.integration_rows(addresses)
-            if not rows:
-                await conn.rollback()
-                return None
-            plans = [
-                self._decide(_Plan(integration=cast(Integration, row), dedupe_key=key), email)
-                for row in rows
-            ]
+            plans = [self._decide(_Plan(integration=r, dedupe_key=key), email) for r in routes]
             if self.settings.rate_limits and any(p.status is None for p in plans):
                 # Counted outside the transaction that writes the post (DESIGN.md), after the
                 # token claim (a duplicate never counts): the claim is committed first.
-                await conn.commit()
+                await event.commit()
                 for plan in plans:
                     if plan.status is None:
-                        await self._rate_limit(plan, repo)
-                await conn.commit()
+                        await self._rate_limit(plan, event.count_in_windows)
+                await event.commit()
             if any(p.status is None for p in plans):
                 email = await content.store_attachments(email, self.blobs)
             refused = any(p.status is not None for p in plans)
             kept = await content.keep(email, self.blobs) if refused else None
             outcomes = []
             for index, plan in enumerate(plans):
-                delivery_id = first_id if index == 0 else uuid.uuid4()
-                post_id = None
-                if plan.status is None:
-                    post_id = await self._add_post(repo, email, key, plan)
-                    if post_id is None:  # cannot be: the claim serialises this event
-                        raise RuntimeError("a fresh event's post exists already")
-                values = self._delivery_values(
+                post = (
+                    None if plan.status is not None else await self._post_values(email, key, plan)
+                )
+                delivery = self._delivery_values(
                     email,
                     key,
-                    id=delivery_id,
+                    id=first_id if index == 0 else uuid.uuid4(),
                     platform_id=plan.integration.platform_id,
                     integration_id=plan.integration.id,
                     status=plan.status or DeliveryStatus.accepted,
                     reason=plan.reason,
-                    post_id=post_id,
+                    post_id=post["id"] if post else None,
                     content_sha256=kept if plan.status is not None else None,
                 )
-                await repo.add_delivery(values)
+                attachments = self._attachment_rows(email, plan, post["id"]) if post else []
+                if not await event.write(post, attachments, delivery):
+                    # Cannot be: the claim serialises this event. A bug: rolled back, recorded.
+                    raise RuntimeError("a fresh event's post exists already")
                 outcomes.append(
                     DeliveryOutcome(
-                        status=values["status"],
+                        status=delivery["status"],
                         reason=plan.reason,
-                        delivery_id=delivery_id,
-                        post_id=post_id,
+                        delivery_id=delivery["id"],
+                        post_id=delivery["post_id"],
                         integration_id=plan.integration.id,
                     )
                 )
-            await conn.commit()
+            await event.commit()
         if self.settings.test_crash_after_commit:
             os._exit(137)  # test failpoint: the process dies after commit, before it answers
         return outcomes
@@ -369,7 +364,7 @@ class InboundService:
         self,
         repo: InboundRepository,
         email: InboundEmail,
-        integration: Integration,
+        integration: Integration | Route,
         key: str,
         *,
         known_new: bool = False,
@@ -404,16 +399,16 @@ class InboundService:
             ]
         return plan
 
-    async def _rate_limit(self, plan: _Plan, repo: InboundRepository | None = None) -> None:
+    async def _rate_limit(self, plan: _Plan, count: WindowCounter | None = None) -> None:
         """Counted in the database, in a short transaction of its own, before the post is made
-        (``repo``: on the caller's connection, which commits)."""
+        (``count``: on the caller's connection, which commits)."""
         limits = self.settings.rate_limits
         if not limits:
             return
         now = int(time.time())
         windows = [(limit.seconds, now - now % limit.seconds) for limit in limits]
-        if repo is not None:
-            counts = await repo.count_in_windows(plan.integration.id, windows)
+        if count is not None:
+            counts = await count(plan.integration.id, windows)
         else:
             async with self.sessionmaker.begin() as session:
                 counts = await InboundRepository(session).count_in_windows(
@@ -608,7 +603,7 @@ class InboundService:
         session: AsyncSession,
         email: InboundEmail,
         key: str,
-        integration: Integration,
+        integration: Integration | Route,
         owner: dict[str, Any],
     ) -> DeliveryOutcome:
         post_id = await repo.post_id_for(integration.id, key)
@@ -619,6 +614,14 @@ class InboundService:
     async def _add_post(
         self, repo: InboundRepository, email: InboundEmail, key: str, plan: _Plan
     ) -> uuid.UUID | None:
+        values = await self._post_values(email, key, plan)
+        post_id = await repo.add_post_once(values)
+        if post_id is not None:
+            await repo.add_attachments(self._attachment_rows(email, plan, post_id))
+        return post_id
+
+    async def _post_values(self, email: InboundEmail, key: str, plan: _Plan) -> dict[str, Any]:
+        """The post's row: HTML sanitised, text rendered from it when the mail has none."""
         integration = plan.integration
         if integration.group_id is None:
             raise RuntimeError("a live integration has no group")
@@ -628,47 +631,45 @@ class InboundService:
         else:
             text = await _off_loop_if_large(html_to_text, html) if html else None
         now = utcnow()
-        post_id = await repo.add_post_once(
-            {
-                "id": uuid.uuid4(),
-                "platform_id": integration.platform_id,
-                "group_id": integration.group_id,
-                "integration_id": integration.id,
-                "dedupe_key": key,
-                "source": "email",
-                "author_email": email.from_address,
-                "author_name": email.from_name,
-                "author_verified": author_verified(email),
-                "subject": email.subject,
-                "text": text,
-                "html": html,
-                "omitted_attachments": plan.omitted,
-                "received_at": now,
-                "created_at": now,
-            }
-        )
-        if post_id is None:
-            return None
+        return {
+            "id": uuid.uuid4(),
+            "platform_id": integration.platform_id,
+            "group_id": integration.group_id,
+            "integration_id": integration.id,
+            "dedupe_key": key,
+            "source": "email",
+            "author_email": email.from_address,
+            "author_name": email.from_name,
+            "author_verified": author_verified(email),
+            "subject": email.subject,
+            "text": text,
+            "html": html,
+            "omitted_attachments": plan.omitted,
+            "received_at": now,
+            "created_at": now,
+        }
+
+    def _attachment_rows(
+        self, email: InboundEmail, plan: _Plan, post_id: uuid.UUID
+    ) -> list[dict[str, Any]]:
+        """The stored attachments of the post, in the mail's order (oversized ones omitted)."""
         limit = self.settings.max_attachment_bytes
         kept = [a for a in email.attachments if a.kept and a.size <= limit and a.sha256]
-        await repo.add_attachments(
-            [
-                {
-                    "id": uuid.uuid4(),
-                    "post_id": post_id,
-                    "platform_id": integration.platform_id,
-                    "position": position,
-                    "filename": attachment.filename,
-                    "content_type": attachment.content_type,
-                    "size": attachment.size,
-                    "sha256": attachment.sha256,
-                    "inline": attachment.inline,
-                    "content_id": attachment.content_id,
-                }
-                for position, attachment in enumerate(kept)
-            ]
-        )
-        return post_id
+        return [
+            {
+                "id": uuid.uuid4(),
+                "post_id": post_id,
+                "platform_id": plan.integration.platform_id,
+                "position": position,
+                "filename": attachment.filename,
+                "content_type": attachment.content_type,
+                "size": attachment.size,
+                "sha256": attachment.sha256,
+                "inline": attachment.inline,
+                "content_id": attachment.content_id,
+            }
+            for position, attachment in enumerate(kept)
+        ]
 
     async def _record_failure(self, email: InboundEmail, exc: Exception) -> list[DeliveryOutcome]:
         """Our bug: the work was rolled back; record ``failed`` with the content, for replay."""
