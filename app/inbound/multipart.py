@@ -259,9 +259,12 @@ class _Sink:
     ``_discard``) run in a worker thread while the loop awaits them, so the two never overlap.
     """
 
-    def __init__(self, part: FormPart, path: Path, cap: int, threshold: int | None) -> None:
+    def __init__(
+        self, part: FormPart, spool_dir: Path, index: int, cap: int, threshold: int | None
+    ) -> None:
         self.part = part
-        self.path = path
+        self.spool_dir = spool_dir
+        self.index = index
         self.cap = cap
         self.threshold = threshold  # None: always on disk (file parts)
         self.on_disk = threshold is None
@@ -305,6 +308,11 @@ class _Sink:
         chunks, self.chunks, self.buffered = self.chunks, [], 0
         self.opened = True
         return [partial(self._write, chunks, final)]
+
+    @property
+    def path(self) -> Path:
+        """The value's file (named only when a value goes to disk)."""
+        return self.spool_dir / f"{self.index:06d}.part"
 
     def _write(self, chunks: list[bytes], final: bool) -> None:
         if self.fh is None:
@@ -350,11 +358,11 @@ class _Collector:
         self.finished: list[_Sink] = []
 
     def begin(self, part: FormPart) -> None:
-        path = self.spool_dir / f"{len(self.parts):06d}.part"
+        index = len(self.parts)
         if part.filename is not None:
-            sink = _Sink(part, path, self.max_file, None)
+            sink = _Sink(part, self.spool_dir, index, self.max_file, None)
         else:
-            sink = _Sink(part, path, self.max_field, self.memory_threshold)
+            sink = _Sink(part, self.spool_dir, index, self.max_field, self.memory_threshold)
         self.parts.append(part)
         self.sinks.append(sink)
         self.current = sink

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
-from app.api.deps import SettingsDep
 from app.api.problems import problem_response, responses
 from app.config import Settings
 from app.inbound.errors import MalformedMessage, MessageTooComplex
@@ -42,12 +41,10 @@ class InboundAnswer(BaseModel):
     delivery_ids: list[str]
 
 
-async def inbound_service(request: Request) -> InboundService:
+def _context(request: Request) -> tuple[Settings, InboundService]:
+    """The settings and the service (read from the app's state: no dependency to solve)."""
     state = request.app.state
-    return InboundService(state.sessionmaker, state.blobs, state.settings)
-
-
-ServiceDep = Annotated[InboundService, Depends(inbound_service)]
+    return state.settings, InboundService(state.sessionmaker, state.blobs, state.settings)
 
 
 def answer(provider: str, outcomes: Sequence[DeliveryOutcome]) -> JSONResponse:
@@ -168,9 +165,9 @@ def _status_docs(*codes: int) -> dict[int | str, dict[str, Any]]:
     responses=_status_docs(406, 429, 500, 503),
     openapi_extra=_documented("multipart/form-data", FORM_SCHEMA),
 )
-async def receive_mailgun(request: Request, settings: SettingsDep, service: ServiceDep) -> Response:
+async def receive_mailgun(request: Request) -> Response:
     """Mailgun route `forward()`, parsed fields (urlencoded, or multipart with attachments)."""
-    return await _mailgun(request, settings, service, mime=False)
+    return await _mailgun(request, mime=False)
 
 
 @router.post(
@@ -180,16 +177,13 @@ async def receive_mailgun(request: Request, settings: SettingsDep, service: Serv
     responses=_status_docs(406, 429, 500, 503),
     openapi_extra=_documented("multipart/form-data", FORM_SCHEMA),
 )
-async def receive_mailgun_mime(
-    request: Request, settings: SettingsDep, service: ServiceDep
-) -> Response:
+async def receive_mailgun_mime(request: Request) -> Response:
     """Mailgun route `forward()` to a URL ending in `mime`: the raw message in `body-mime`."""
-    return await _mailgun(request, settings, service, mime=True)
+    return await _mailgun(request, mime=True)
 
 
-async def _mailgun(
-    request: Request, settings: Settings, service: InboundService, *, mime: bool
-) -> Response:
+async def _mailgun(request: Request, *, mime: bool) -> Response:
+    settings, service = _context(request)
     try:
         mailgun.check_enabled(settings)
     except EndpointDisabled:
@@ -224,10 +218,9 @@ async def _mailgun(
     responses=_status_docs(500, 503),
     openapi_extra=_documented("multipart/form-data", FORM_SCHEMA),
 )
-async def receive_sendgrid(
-    request: Request, settings: SettingsDep, service: ServiceDep
-) -> Response:
+async def receive_sendgrid(request: Request) -> Response:
     """SendGrid Inbound Parse, parsed or raw (`email`) mode. Refusals answer 200 (no retry)."""
+    settings, service = _context(request)
     holder: dict[str, Any] = {}
 
     async def read() -> InboundEmail:
@@ -253,10 +246,9 @@ async def receive_sendgrid(
     responses=_status_docs(403, 429, 500, 503),
     openapi_extra=_documented("application/json", {"type": "object", "additionalProperties": True}),
 )
-async def receive_postmark(
-    request: Request, settings: SettingsDep, service: ServiceDep
-) -> Response:
+async def receive_postmark(request: Request) -> Response:
     """Postmark inbound JSON. Refusals answer 403, which stops Postmark's retries."""
+    settings, service = _context(request)
 
     async def read() -> InboundEmail:
         postmark.check(request, settings)
@@ -272,8 +264,9 @@ async def receive_postmark(
     responses=_status_docs(422, 429, 500, 503),
     openapi_extra=_documented("message/rfc822", {"type": "string", "format": "binary"}),
 )
-async def receive_mime(request: Request, settings: SettingsDep, service: ServiceDep) -> Response:
+async def receive_mime(request: Request) -> Response:
     """A raw RFC 5322 message; envelope recipients in `recipient` (repeated) or `X-Envelope-To`."""
+    settings, service = _context(request)
 
     async def read() -> InboundEmail:
         mime.check(request, settings)
