@@ -145,7 +145,7 @@ def run_wrk(
         spy = subprocess.Popen(
             [str(VENV_BIN / "py-spy"), "record", "--pid", str(server.worker_pids()[0]),
              "--duration", str(int(seconds)), "--format", "raw", "--output", profile,
-             "--nonblocking"],
+             "--nonblocking", "--rate", os.environ.get("BENCH_PYSPY_RATE", "100")],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
     before = resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import httpx
+import pytest
+import sqlalchemy as sa
 
+from app.db.engine import create_engine
 from app.main import create_app
 from tests.conftest import make_settings
 
@@ -24,3 +28,26 @@ async def test_readyz_is_503_when_the_database_does_not_answer(tmp_path: Path) -
     await app.state.engine.dispose()
     assert r.status_code == 503
     assert r.json()["code"] == "unavailable"
+
+
+async def test_a_pooled_connection_the_server_closed_is_replaced_without_an_error(
+    database_url: str,
+) -> None:
+    """No ping per checkout: a connection the server ended (a restart, an idle timeout) is
+    noticed while it waits in the pool and replaced when it is next checked out."""
+    if database_url.startswith("sqlite"):
+        pytest.skip("PostgreSQL connections only")
+    engine = create_engine(database_url, pool_size=1, max_overflow=0)
+    try:
+        async with engine.connect() as conn:
+            pid = (await conn.execute(sa.text("SELECT pg_backend_pid()"))).scalar_one()
+        killer = create_engine(database_url, poolclass=sa.NullPool)
+        async with killer.connect() as conn:
+            await conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        await killer.dispose()
+        await asyncio.sleep(0.2)  # the pool's idle connection sees its socket close
+        async with engine.connect() as conn:
+            new_pid = (await conn.execute(sa.text("SELECT pg_backend_pid()"))).scalar_one()
+        assert new_pid != pid
+    finally:
+        await engine.dispose()

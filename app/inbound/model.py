@@ -70,6 +70,8 @@ _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 def storable_text(value: str) -> str:
     """``value`` without NUL characters, lone surrogates replaced by U+FFFD."""
+    if value.isascii():  # known without a scan: only a NUL can be there
+        return value.replace("\x00", "") if "\x00" in value else value
     if _UNSTORABLE.search(value) is None:
         return value
     return _UNSTORABLE.sub(lambda m: "" if m.group() == "\x00" else "\ufffd", value)

@@ -236,6 +236,18 @@ class FreshEvent(ABC):
         """Insert the post (if any) with its attachments, then the delivery. False (nothing
         written) when the integration has a post with this dedupe key already."""
 
+    async def post_at_once(
+        self, addresses: Sequence[str], token: tuple[str, str], post: Mapping[str, Any],
+        delivery: Mapping[str, Any],
+    ) -> Route | None:  # fmt: skip
+        """The common case in one statement, outside any transaction: when exactly one live
+        integration is at these addresses, enabled, with a group and no sender restriction,
+        claim the token and write the post and its ``accepted`` delivery (platform, group and
+        integration taken from that row). The integration when done; None when nothing was
+        written (the token was seen, or the integration is another case): decide as usual.
+        Not every database does this in one statement: by default, None."""
+        return None
+
     @abstractmethod
     async def commit(self) -> None: ...
 
@@ -297,6 +309,45 @@ FROM integrations
 WHERE address = ANY($5::varchar[]) AND deleted_at IS NULL AND EXISTS (SELECT FROM claim)
 ORDER BY created_at, id
 """
+_PG_POST_AT_ONCE = """
+WITH route AS (
+    SELECT id, platform_id, group_id, enabled, allowed_senders::text AS senders,
+           oversize_attachments
+    FROM integrations
+    WHERE address = ANY($1::varchar[]) AND deleted_at IS NULL
+),
+target AS (
+    SELECT * FROM route
+    WHERE enabled AND group_id IS NOT NULL AND senders = '[]'
+      AND (SELECT count(*) FROM route) = 1
+),
+claim AS (
+    INSERT INTO provider_tokens (provider, token, delivery_id, created_at)
+    SELECT $2, $3, $4, $5 FROM target
+    ON CONFLICT (provider, token) DO NOTHING
+    RETURNING 1
+),
+post AS (
+    INSERT INTO posts (id, platform_id, group_id, integration_id, dedupe_key, source,
+                       author_email, author_name, author_verified, subject, text, html,
+                       omitted_attachments, received_at, created_at)
+    SELECT $6, platform_id, group_id, id, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17
+    FROM target WHERE EXISTS (SELECT FROM claim)
+    RETURNING id
+),
+delivery AS (
+    INSERT INTO deliveries (id, platform_id, integration_id, provider, status, reason,
+                            envelope_from, envelope_to, "from", subject, size_bytes,
+                            message_id, spf, dkim, post_id, error, received_at, dedupe_key,
+                            content_sha256)
+    SELECT $4, target.platform_id, target.id, $2, $18, NULL, $19, $20, $21, $22, $23, $24,
+           $25, $26, post.id, NULL, $27, $7, NULL
+    FROM target, post
+    RETURNING 1
+)
+SELECT id, platform_id, group_id, enabled, oversize_attachments, '[]'::json AS allowed_senders
+FROM target WHERE EXISTS (SELECT FROM delivery)
+"""
 _PG_COUNT = """
 INSERT INTO rate_counters (integration_id, window_seconds, window_start, count)
 VALUES ($1, $2, $3, 1)
@@ -349,6 +400,17 @@ _PG_ATTACHMENT = (
 )
 
 
+# The values of _PG_POST_AT_ONCE from $6 on (the integration's columns come from its row).
+_POST_AT_ONCE_POST = [
+    *("id", "dedupe_key", "source", "author_email", "author_name", "author_verified"),
+    *("subject", "text", "html", "omitted_attachments", "received_at", "created_at"),
+]
+_POST_AT_ONCE_DELIVERY = [
+    *("status", "envelope_from", "envelope_to", "from", "subject", "size_bytes"),
+    *("message_id", "spf", "dkim", "received_at"),
+]
+
+
 def _pg_value(value: Any) -> Any:
     if isinstance(value, StrEnum):
         return value.value
@@ -381,6 +443,23 @@ class _AsyncpgFreshEvent(FreshEvent):
             _PG_CLAIM_AND_ROUTE, provider, token, delivery_id, utcnow(), list(addresses)
         )
         return [_route(row) for row in rows]
+
+    async def post_at_once(
+        self, addresses: Sequence[str], token: tuple[str, str], post: Mapping[str, Any],
+        delivery: Mapping[str, Any],
+    ) -> Route | None:  # fmt: skip
+        if self.transaction is not None:  # one statement, committed by itself
+            return None
+        row = await self.driver.fetchrow(
+            _PG_POST_AT_ONCE,
+            list(addresses),
+            *token,
+            delivery["id"],
+            utcnow(),
+            *_pg_args(_POST_AT_ONCE_POST, post),
+            *_pg_args(_POST_AT_ONCE_DELIVERY, delivery),
+        )
+        return None if row is None else _route(row)
 
     async def count_in_windows(
         self, integration_id: uuid.UUID, windows: Sequence[tuple[int, int]]

@@ -275,7 +275,25 @@ class InboundService:
         """
         assert email.event_id is not None  # noqa: S101
         first_id = uuid.uuid4()  # the token points at the first delivery written
+        rendered = None
         async with fresh_event(self.engine) as event:
+            if self._plain(email):
+                rendered = await self._rendered(email)
+                single = await self._post_values(email, key, None, rendered)
+                accepted = self._delivery_values(
+                    email, key, id=first_id, status=DeliveryStatus.accepted, post_id=single["id"]
+                )
+                route = await event.post_at_once(
+                    addresses, (email.provider, email.event_id), single, accepted
+                )
+                if route is not None:
+                    outcome = DeliveryOutcome(
+                        status=DeliveryStatus.accepted,
+                        delivery_id=first_id,
+                        post_id=single["id"],
+                        integration_id=route.id,
+                    )
+                    return self._committed([outcome])
             routes = await event.claim_and_route(
                 email.provider, email.event_id, first_id, addresses
             )
@@ -324,6 +342,14 @@ class InboundService:
                     )
                 )
             await event.commit()
+        return self._committed(outcomes)
+
+    def _plain(self, email: InboundEmail) -> bool:
+        """A mail that every integration without sender rules posts as it is: no attachment,
+        not an auto-reply, and no rate limit to count first (``FreshEvent.post_at_once``)."""
+        return not (email.attachments or self.settings.rate_limits or is_auto_reply(email))
+
+    def _committed(self, outcomes: list[DeliveryOutcome]) -> list[DeliveryOutcome]:
         if self.settings.test_crash_after_commit:
             os._exit(137)  # test failpoint: the process dies after commit, before it answers
         return outcomes
@@ -620,22 +646,31 @@ class InboundService:
             await repo.add_attachments(self._attachment_rows(email, plan, post_id))
         return post_id
 
-    async def _post_values(self, email: InboundEmail, key: str, plan: _Plan) -> dict[str, Any]:
-        """The post's row: HTML sanitised, text rendered from it when the mail has none."""
-        integration = plan.integration
-        if integration.group_id is None:
-            raise RuntimeError("a live integration has no group")
+    async def _rendered(self, email: InboundEmail) -> tuple[str | None, str | None]:
+        """The post's HTML (sanitised) and text (rendered from that HTML when the mail has none)."""
         html = await _off_loop_if_large(sanitize_html, email.html) if email.html else None
         if email.text is not None:
-            text: str | None = email.text
-        else:
-            text = await _off_loop_if_large(html_to_text, html) if html else None
+            return html, email.text
+        return html, await _off_loop_if_large(html_to_text, html) if html else None
+
+    async def _post_values(
+        self,
+        email: InboundEmail,
+        key: str,
+        plan: _Plan | None,
+        rendered: tuple[str | None, str | None] | None = None,
+    ) -> dict[str, Any]:
+        """The post's row (``plan`` None: the integration's columns are left to the caller)."""
+        integration = plan.integration if plan is not None else None
+        if integration is not None and integration.group_id is None:
+            raise RuntimeError("a live integration has no group")
+        html, text = rendered if rendered is not None else await self._rendered(email)
         now = utcnow()
         return {
             "id": uuid.uuid4(),
-            "platform_id": integration.platform_id,
-            "group_id": integration.group_id,
-            "integration_id": integration.id,
+            "platform_id": integration.platform_id if integration else None,
+            "group_id": integration.group_id if integration else None,
+            "integration_id": integration.id if integration else None,
             "dedupe_key": key,
             "source": "email",
             "author_email": email.from_address,
@@ -644,7 +679,7 @@ class InboundService:
             "subject": email.subject,
             "text": text,
             "html": html,
-            "omitted_attachments": plan.omitted,
+            "omitted_attachments": plan.omitted if plan is not None else [],
             "received_at": now,
             "created_at": now,
         }
