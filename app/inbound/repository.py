@@ -161,9 +161,10 @@ class InboundRepository:
     async def count_in_windows(
         self, integration_id: uuid.UUID, windows: Sequence[tuple[int, int]]
     ) -> list[int]:
-        """Add one to each ``(seconds, start)`` window of the integration; return the new counts."""
-        counts = []
-        for seconds, start in windows:
+        """Add one to each ``(seconds, start)`` window of the integration (a window named twice,
+        once); return the new counts, in the order given."""
+        counts: dict[tuple[int, int], int] = {}
+        for seconds, start in sorted(set(windows)):
             stmt = (
                 _insert(self.dialect, RateCounter)
                 .values(
@@ -178,8 +179,8 @@ class InboundRepository:
                 )
                 .returning(RateCounter.count)
             )
-            counts.append(int((await self.session.execute(stmt)).scalar_one()))
-        return counts
+            counts[(seconds, start)] = int((await self.session.execute(stmt)).scalar_one())
+        return [counts[window] for window in windows]
 
 
 # --- a provider event seen for the first time --------------------------------------------------
@@ -236,16 +237,24 @@ class FreshEvent(ABC):
         """Insert the post (if any) with its attachments, then the delivery. False (nothing
         written) when the integration has a post with this dedupe key already."""
 
+    @abstractmethod
+    async def begin(self) -> None:
+        """Make what follows one transaction (until ``commit()``)."""
+
     async def post_at_once(
-        self, addresses: Sequence[str], token: tuple[str, str], post: Mapping[str, Any],
+        self,
+        addresses: Sequence[str],
+        token: tuple[str, str],
+        post: Mapping[str, Any],
         delivery: Mapping[str, Any],
-    ) -> Route | None:  # fmt: skip
+        attachments: Sequence[Mapping[str, Any]] = (),
+    ) -> Route | None:
         """The common case in one statement, outside any transaction: when exactly one live
         integration is at these addresses, enabled, with a group and no sender restriction,
-        claim the token and write the post and its ``accepted`` delivery (platform, group and
-        integration taken from that row). The integration when done; None when nothing was
-        written (the token was seen, or the integration is another case): decide as usual.
-        Not every database does this in one statement: by default, None."""
+        claim the token and write the post, its attachments and its ``accepted`` delivery
+        (platform, group and integration taken from that row). The integration when done; None
+        when nothing was written (the token was seen, or the integration is another case):
+        decide as usual. Not every database does this in one statement: by default, None."""
         return None
 
     @abstractmethod
@@ -287,6 +296,9 @@ class _CoreFreshEvent(FreshEvent):
         await self.repo.add_delivery(delivery)
         return True
 
+    async def begin(self) -> None:
+        """Nothing to do: the connection began one with its first statement."""
+
     async def commit(self) -> None:
         await self.conn.commit()
 
@@ -294,30 +306,110 @@ class _CoreFreshEvent(FreshEvent):
         await self.conn.rollback()
 
 
-# PostgreSQL: the same statements on the driver's connection (asyncpg), two round trips for a
-# mail without attachments (claim and route; post and delivery). JSON columns take JSON text
-# (the codec SQLAlchemy's dialect installs on each connection).
-_PG_CLAIM_AND_ROUTE = """
+# PostgreSQL: the same work on the driver's connection (asyncpg), each step one statement that
+# commits by itself unless a transaction was begun. JSON columns take JSON text (the codec
+# SQLAlchemy's dialect installs on each connection). Attachments go in as arrays (unnest).
+_ROUTE_COLUMNS = "id, platform_id, group_id, enabled, allowed_senders, oversize_attachments"
+_LIVE_AT = "address = ANY($1::varchar[]) AND deleted_at IS NULL"
+_PG_CLAIM_AND_ROUTE = f"""
 WITH claim AS (
     INSERT INTO provider_tokens (provider, token, delivery_id, created_at)
-    VALUES ($1, $2, $3, $4)
+    SELECT $2, $3, $4, $5 WHERE EXISTS (SELECT FROM integrations WHERE {_LIVE_AT})
     ON CONFLICT (provider, token) DO NOTHING
     RETURNING 1
 )
-SELECT id, platform_id, group_id, enabled, allowed_senders, oversize_attachments
-FROM integrations
-WHERE address = ANY($5::varchar[]) AND deleted_at IS NULL AND EXISTS (SELECT FROM claim)
+SELECT {_ROUTE_COLUMNS} FROM integrations
+WHERE {_LIVE_AT} AND EXISTS (SELECT FROM claim)
 ORDER BY created_at, id
+"""  # noqa: S608 - module constants only
+_PG_COUNT = """
+INSERT INTO rate_counters (integration_id, window_seconds, window_start, count)
+SELECT $1, seconds, start, 1 FROM unnest($2::integer[], $3::bigint[]) AS w(seconds, start)
+ON CONFLICT (integration_id, window_seconds, window_start)
+DO UPDATE SET count = rate_counters.count + 1
+RETURNING window_seconds, window_start, count
 """
-_PG_POST_AT_ONCE = """
+# The post's own values; its platform, group and integration come from elsewhere ($1-$3 in
+# _PG_POST, the integration's row in _PG_POST_AT_ONCE).
+_POST_VALUES = [
+    *("id", "dedupe_key", "source", "author_email", "author_name", "author_verified"),
+    *("subject", "text", "html", "omitted_attachments", "received_at", "created_at"),
+]
+_DELIVERY_VALUES = [
+    *("id", "provider", "status", "reason", "envelope_from", "envelope_to", "from", "subject"),
+    *("size_bytes", "message_id", "spf", "dkim", "error", "received_at", "dedupe_key"),
+    "content_sha256",
+]
+_ATTACHMENT_VALUES = [
+    *("id", "position", "filename", "content_type", "size", "sha256", "inline", "content_id"),
+]
+_ATTACHMENT_TYPES = [
+    *("uuid[]", "integer[]", "varchar[]", "varchar[]", "bigint[]", "varchar[]", "boolean[]"),
+    "varchar[]",
+]
+
+
+def _params(names: Sequence[str], start: int) -> dict[str, str]:
+    return {name: f"${start + i}" for i, name in enumerate(names)}
+
+
+def _write_sql(route: str, first: int) -> str:
+    """Post (if its id is not NULL), attachments and delivery from ``route`` (a FROM clause
+    giving platform_id, group_id and integration_id), parameters from ``$first`` on."""
+    p = _params(_POST_VALUES, first)
+    d = _params(_DELIVERY_VALUES, first + len(_POST_VALUES))
+    a = _params(_ATTACHMENT_VALUES, first + len(_POST_VALUES) + len(_DELIVERY_VALUES))
+    arrays = ", ".join(
+        f"{a[name]}::{kind}"
+        for name, kind in zip(_ATTACHMENT_VALUES, _ATTACHMENT_TYPES, strict=True)
+    )
+    return f"""
+post AS (
+    INSERT INTO posts (id, platform_id, group_id, integration_id, dedupe_key, source,
+                       author_email, author_name, author_verified, subject, text, html,
+                       omitted_attachments, received_at, created_at)
+    SELECT {p["id"]}, platform_id, group_id, integration_id, {p["dedupe_key"]}, {p["source"]},
+           {p["author_email"]}, {p["author_name"]}, {p["author_verified"]}, {p["subject"]},
+           {p["text"]}, {p["html"]}, {p["omitted_attachments"]}, {p["received_at"]},
+           {p["created_at"]}
+    FROM {route} WHERE {p["id"]}::uuid IS NOT NULL
+    ON CONFLICT (integration_id, dedupe_key) DO NOTHING
+    RETURNING id, platform_id
+),
+attachment AS (
+    INSERT INTO attachments (id, post_id, platform_id, position, filename, content_type, size,
+                             sha256, inline, content_id)
+    SELECT a.id, post.id, post.platform_id, a.position, a.filename, a.content_type, a.size,
+           a.sha256, a.inline, a.content_id
+    FROM post, unnest({arrays})
+         AS a(id, position, filename, content_type, size, sha256, inline, content_id)
+),
+delivery AS (
+    INSERT INTO deliveries (id, platform_id, integration_id, provider, status, reason,
+                            envelope_from, envelope_to, "from", subject, size_bytes, message_id,
+                            spf, dkim, post_id, error, received_at, dedupe_key, content_sha256)
+    SELECT {d["id"]}, platform_id, integration_id, {d["provider"]}, {d["status"]},
+           {d["reason"]}, {d["envelope_from"]}, {d["envelope_to"]}, {d["from"]},
+           {d["subject"]}, {d["size_bytes"]}, {d["message_id"]}, {d["spf"]}, {d["dkim"]},
+           (SELECT id FROM post), {d["error"]}, {d["received_at"]}, {d["dedupe_key"]},
+           {d["content_sha256"]}
+    FROM {route} WHERE {p["id"]}::uuid IS NULL OR EXISTS (SELECT FROM post)
+    RETURNING 1
+)"""  # noqa: S608 - module constants only
+
+
+_PG_WRITE = (
+    "WITH route AS (SELECT $1::varchar AS platform_id, $2::uuid AS group_id,"  # noqa: S608
+    " $3::uuid AS integration_id)," + _write_sql("route", 4) + "\nSELECT count(*) FROM delivery"
+)
+_PG_POST_AT_ONCE = f"""
 WITH route AS (
     SELECT id, platform_id, group_id, enabled, allowed_senders::text AS senders,
            oversize_attachments
-    FROM integrations
-    WHERE address = ANY($1::varchar[]) AND deleted_at IS NULL
+    FROM integrations WHERE {_LIVE_AT}
 ),
 target AS (
-    SELECT * FROM route
+    SELECT id AS integration_id, platform_id, group_id, oversize_attachments FROM route
     WHERE enabled AND group_id IS NOT NULL AND senders = '[]'
       AND (SELECT count(*) FROM route) = 1
 ),
@@ -327,88 +419,12 @@ claim AS (
     ON CONFLICT (provider, token) DO NOTHING
     RETURNING 1
 ),
-post AS (
-    INSERT INTO posts (id, platform_id, group_id, integration_id, dedupe_key, source,
-                       author_email, author_name, author_verified, subject, text, html,
-                       omitted_attachments, received_at, created_at)
-    SELECT $6, platform_id, group_id, id, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17
-    FROM target WHERE EXISTS (SELECT FROM claim)
-    RETURNING id
-),
-delivery AS (
-    INSERT INTO deliveries (id, platform_id, integration_id, provider, status, reason,
-                            envelope_from, envelope_to, "from", subject, size_bytes,
-                            message_id, spf, dkim, post_id, error, received_at, dedupe_key,
-                            content_sha256)
-    SELECT $4, target.platform_id, target.id, $2, $18, NULL, $19, $20, $21, $22, $23, $24,
-           $25, $26, post.id, NULL, $27, $7, NULL
-    FROM target, post
-    RETURNING 1
-)
-SELECT id, platform_id, group_id, enabled, oversize_attachments, '[]'::json AS allowed_senders
+claimed AS (SELECT * FROM target WHERE EXISTS (SELECT FROM claim)),
+{_write_sql("claimed", 6)}
+SELECT integration_id AS id, platform_id, group_id, TRUE AS enabled, oversize_attachments,
+       '[]'::json AS allowed_senders
 FROM target WHERE EXISTS (SELECT FROM delivery)
-"""
-_PG_COUNT = """
-INSERT INTO rate_counters (integration_id, window_seconds, window_start, count)
-VALUES ($1, $2, $3, 1)
-ON CONFLICT (integration_id, window_seconds, window_start)
-DO UPDATE SET count = rate_counters.count + 1
-RETURNING count
-"""
-_POST_COLUMNS = (
-    "id, platform_id, group_id, integration_id, dedupe_key, source, author_email, author_name,"
-    " author_verified, subject, text, html, omitted_attachments, received_at, created_at"
-)
-_DELIVERY_COLUMNS = (
-    'id, platform_id, integration_id, provider, status, reason, envelope_from, envelope_to, "from",'
-    " subject, size_bytes, message_id, spf, dkim, post_id, error, received_at, dedupe_key,"
-    " content_sha256"
-)
-_ATTACHMENT_COLUMNS = (
-    "id, post_id, platform_id, position, filename, content_type, size, sha256, inline, content_id"
-)
-
-
-def _names(columns: str) -> list[str]:
-    return [c.strip().strip('"') for c in columns.split(",")]
-
-
-def _placeholders(count: int, start: int = 1) -> str:
-    return ", ".join(f"${i}" for i in range(start, start + count))
-
-
-_POST_NAMES, _DELIVERY_NAMES = _names(_POST_COLUMNS), _names(_DELIVERY_COLUMNS)
-_ATTACHMENT_NAMES = _names(_ATTACHMENT_COLUMNS)
-_PG_POST_AND_DELIVERY = f"""
-WITH post AS (
-    INSERT INTO posts ({_POST_COLUMNS})
-    VALUES ({_placeholders(len(_POST_NAMES))})
-    ON CONFLICT (integration_id, dedupe_key) DO NOTHING
-    RETURNING id
-)
-INSERT INTO deliveries ({_DELIVERY_COLUMNS})
-SELECT {_placeholders(len(_DELIVERY_NAMES), len(_POST_NAMES) + 1)} FROM post
-RETURNING id
 """  # noqa: S608 - module constants only
-_PG_DELIVERY = (
-    f"INSERT INTO deliveries ({_DELIVERY_COLUMNS})"  # noqa: S608 - module constants only
-    f" VALUES ({_placeholders(len(_DELIVERY_NAMES))})"
-)
-_PG_ATTACHMENT = (
-    f"INSERT INTO attachments ({_ATTACHMENT_COLUMNS})"  # noqa: S608 - module constants only
-    f" VALUES ({_placeholders(len(_ATTACHMENT_NAMES))})"
-)
-
-
-# The values of _PG_POST_AT_ONCE from $6 on (the integration's columns come from its row).
-_POST_AT_ONCE_POST = [
-    *("id", "dedupe_key", "source", "author_email", "author_name", "author_verified"),
-    *("subject", "text", "html", "omitted_attachments", "received_at", "created_at"),
-]
-_POST_AT_ONCE_DELIVERY = [
-    *("status", "envelope_from", "envelope_to", "from", "subject", "size_bytes"),
-    *("message_id", "spf", "dkim", "received_at"),
-]
 
 
 def _pg_value(value: Any) -> Any:
@@ -419,8 +435,16 @@ def _pg_value(value: Any) -> Any:
     return value
 
 
-def _pg_args(names: Sequence[str], values: Mapping[str, Any]) -> list[Any]:
-    return [_pg_value(values[name]) for name in names]
+def _pg_args(
+    post: Mapping[str, Any] | None,
+    delivery: Mapping[str, Any],
+    attachments: Sequence[Mapping[str, Any]],
+) -> list[Any]:
+    """The values of ``_write_sql``, in order (``post`` None: a delivery alone)."""
+    values = [_pg_value(post[n]) if post else None for n in _POST_VALUES]
+    values += [_pg_value(delivery[n]) for n in _DELIVERY_VALUES]
+    values += [[a[n] for a in attachments] for n in _ATTACHMENT_VALUES]
+    return values
 
 
 class _AsyncpgFreshEvent(FreshEvent):
@@ -430,7 +454,7 @@ class _AsyncpgFreshEvent(FreshEvent):
         self.driver = driver
         self.transaction: Any = None
 
-    async def _begin(self) -> None:
+    async def begin(self) -> None:
         if self.transaction is None:
             self.transaction = self.driver.transaction()
             await self.transaction.start()
@@ -438,16 +462,19 @@ class _AsyncpgFreshEvent(FreshEvent):
     async def claim_and_route(
         self, provider: str, token: str, delivery_id: uuid.UUID, addresses: Sequence[str]
     ) -> list[Route]:
-        await self._begin()
         rows = await self.driver.fetch(
-            _PG_CLAIM_AND_ROUTE, provider, token, delivery_id, utcnow(), list(addresses)
+            _PG_CLAIM_AND_ROUTE, list(addresses), provider, token, delivery_id, utcnow()
         )
         return [_route(row) for row in rows]
 
     async def post_at_once(
-        self, addresses: Sequence[str], token: tuple[str, str], post: Mapping[str, Any],
+        self,
+        addresses: Sequence[str],
+        token: tuple[str, str],
+        post: Mapping[str, Any],
         delivery: Mapping[str, Any],
-    ) -> Route | None:  # fmt: skip
+        attachments: Sequence[Mapping[str, Any]] = (),
+    ) -> Route | None:
         if self.transaction is not None:  # one statement, committed by itself
             return None
         row = await self.driver.fetchrow(
@@ -456,19 +483,19 @@ class _AsyncpgFreshEvent(FreshEvent):
             *token,
             delivery["id"],
             utcnow(),
-            *_pg_args(_POST_AT_ONCE_POST, post),
-            *_pg_args(_POST_AT_ONCE_DELIVERY, delivery),
+            *_pg_args(post, delivery, attachments),
         )
         return None if row is None else _route(row)
 
     async def count_in_windows(
         self, integration_id: uuid.UUID, windows: Sequence[tuple[int, int]]
     ) -> list[int]:
-        await self._begin()
-        return [
-            int(await self.driver.fetchval(_PG_COUNT, integration_id, seconds, start))
-            for seconds, start in windows
-        ]
+        distinct = sorted(set(windows))  # a window named twice is counted once
+        rows = await self.driver.fetch(
+            _PG_COUNT, integration_id, [w[0] for w in distinct], [w[1] for w in distinct]
+        )
+        counts = {(r["window_seconds"], r["window_start"]): int(r["count"]) for r in rows}
+        return [counts[window] for window in windows]
 
     async def write(
         self,
@@ -476,22 +503,15 @@ class _AsyncpgFreshEvent(FreshEvent):
         attachments: Sequence[dict[str, Any]],
         delivery: dict[str, Any],
     ) -> bool:
-        await self._begin()
-        if post is None:
-            await self.driver.execute(_PG_DELIVERY, *_pg_args(_DELIVERY_NAMES, delivery))
-            return True
+        source = post if post is not None else delivery
         written = await self.driver.fetchval(
-            _PG_POST_AND_DELIVERY,
-            *_pg_args(_POST_NAMES, post),
-            *_pg_args(_DELIVERY_NAMES, delivery),
+            _PG_WRITE,
+            source["platform_id"],
+            post["group_id"] if post is not None else None,
+            source["integration_id"],
+            *_pg_args(post, delivery, attachments),
         )
-        if written is None:
-            return False
-        if attachments:
-            await self.driver.executemany(
-                _PG_ATTACHMENT, [_pg_args(_ATTACHMENT_NAMES, a) for a in attachments]
-            )
-        return True
+        return bool(written)
 
     async def commit(self) -> None:
         if self.transaction is not None:

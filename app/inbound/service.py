@@ -273,18 +273,24 @@ class InboundService:
         no dedupe lookup is needed. None (all rolled back) when the token was seen before or the
         mail goes nowhere: the general path then decides.
         """
-        assert email.event_id is not None  # noqa: S101
+        event_id = email.event_id
+        assert event_id is not None  # noqa: S101
         first_id = uuid.uuid4()  # the token points at the first delivery written
         rendered = None
         async with fresh_event(self.engine) as event:
             if self._plain(email):
+                email = await content.store_attachments(email, self.blobs)
                 rendered = await self._rendered(email)
                 single = await self._post_values(email, key, None, rendered)
                 accepted = self._delivery_values(
                     email, key, id=first_id, status=DeliveryStatus.accepted, post_id=single["id"]
                 )
                 route = await event.post_at_once(
-                    addresses, (email.provider, email.event_id), single, accepted
+                    addresses,
+                    (email.provider, event_id),
+                    single,
+                    accepted,
+                    self._attachment_rows(email, single["id"], None),
                 )
                 if route is not None:
                     outcome = DeliveryOutcome(
@@ -294,9 +300,7 @@ class InboundService:
                         integration_id=route.id,
                     )
                     return self._committed([outcome])
-            routes = await event.claim_and_route(
-                email.provider, email.event_id, first_id, addresses
-            )
+            routes = await event.claim_and_route(email.provider, event_id, first_id, addresses)
             if not routes:
                 return None
             plans = [self._decide(_Plan(integration=r, dedupe_key=key), email) for r in routes]
@@ -312,6 +316,8 @@ class InboundService:
                 email = await content.store_attachments(email, self.blobs)
             refused = any(p.status is not None for p in plans)
             kept = await content.keep(email, self.blobs) if refused else None
+            if len(plans) > 1:
+                await event.begin()  # all of them or none
             outcomes = []
             for index, plan in enumerate(plans):
                 post = (
@@ -328,7 +334,11 @@ class InboundService:
                     post_id=post["id"] if post else None,
                     content_sha256=kept if plan.status is not None else None,
                 )
-                attachments = self._attachment_rows(email, plan, post["id"]) if post else []
+                attachments = (
+                    self._attachment_rows(email, post["id"], plan.integration.platform_id)
+                    if post
+                    else []
+                )
                 if not await event.write(post, attachments, delivery):
                     # Cannot be: the claim serialises this event. A bug: rolled back, recorded.
                     raise RuntimeError("a fresh event's post exists already")
@@ -345,9 +355,11 @@ class InboundService:
         return self._committed(outcomes)
 
     def _plain(self, email: InboundEmail) -> bool:
-        """A mail that every integration without sender rules posts as it is: no attachment,
-        not an auto-reply, and no rate limit to count first (``FreshEvent.post_at_once``)."""
-        return not (email.attachments or self.settings.rate_limits or is_auto_reply(email))
+        """A mail that every integration without sender rules posts as it is: every attachment
+        kept, not an auto-reply, no rate limit to count first (``FreshEvent.post_at_once``)."""
+        limit = self.settings.max_attachment_bytes
+        oversize = any(not a.kept or a.size > limit for a in email.attachments)
+        return not (oversize or self.settings.rate_limits or is_auto_reply(email))
 
     def _committed(self, outcomes: list[DeliveryOutcome]) -> list[DeliveryOutcome]:
         if self.settings.test_crash_after_commit:
@@ -643,7 +655,8 @@ class InboundService:
         values = await self._post_values(email, key, plan)
         post_id = await repo.add_post_once(values)
         if post_id is not None:
-            await repo.add_attachments(self._attachment_rows(email, plan, post_id))
+            rows = self._attachment_rows(email, post_id, plan.integration.platform_id)
+            await repo.add_attachments(rows)
         return post_id
 
     async def _rendered(self, email: InboundEmail) -> tuple[str | None, str | None]:
@@ -685,7 +698,7 @@ class InboundService:
         }
 
     def _attachment_rows(
-        self, email: InboundEmail, plan: _Plan, post_id: uuid.UUID
+        self, email: InboundEmail, post_id: uuid.UUID, platform_id: str | None
     ) -> list[dict[str, Any]]:
         """The stored attachments of the post, in the mail's order (oversized ones omitted)."""
         limit = self.settings.max_attachment_bytes
@@ -694,7 +707,7 @@ class InboundService:
             {
                 "id": uuid.uuid4(),
                 "post_id": post_id,
-                "platform_id": plan.integration.platform_id,
+                "platform_id": platform_id,
                 "position": position,
                 "filename": attachment.filename,
                 "content_type": attachment.content_type,

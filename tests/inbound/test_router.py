@@ -448,6 +448,33 @@ class TestRateLimits:
         assert statuses.count("rate_limited") == 2
 
 
+class TestRateLimitsSharingAWindow:
+    @pytest.fixture
+    def settings(self, database_url: str, tmp_path: object) -> object:
+        from pathlib import Path
+
+        from tests.conftest import make_settings
+        from tests.inbound.payloads import INBOUND_PASSWORD, INBOUND_USER
+
+        return make_settings(
+            database_url,
+            Path(str(tmp_path)) / "blobs",
+            inbound_username=INBOUND_USER,
+            inbound_password=INBOUND_PASSWORD,
+            rate_limits="2/3600,5/3600",  # one window, two limits: each mail counts once
+        )
+
+    async def test_each_mail_counts_once_per_window(
+        self, client: httpx.AsyncClient, inbox: Inbox
+    ) -> None:
+        answers = []
+        for i in range(3):
+            payload = postmark_json(inbox.address, message_id=f"shared-{i}")
+            r = await client.post("/inbound/postmark", json=payload, headers=basic())
+            answers.append((r.status_code, r.json()["status"]))
+        assert answers == [(200, "accepted"), (200, "accepted"), (429, "rate_limited")]
+
+
 class TestHostileContent:
     XSS = (
         '<p style="background:url(http://x)">text</p><script>alert(1)</script>'
