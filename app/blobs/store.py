@@ -20,9 +20,8 @@ class BlobStore(Protocol):
     tmp_dir: Path
 
     async def put_bytes(self, data: bytes) -> str: ...
-    async def put_file(
-        self, path: Path, sha256: str | None = None, *, move: bool = False
-    ) -> str: ...
+    async def put_file(self, path: Path, sha256: str | None = None) -> str: ...
+    async def adopt_files(self, files: list[tuple[Path, str]]) -> None: ...
     async def exists(self, sha256: str) -> bool: ...
     async def size(self, sha256: str) -> int | None: ...
     def read(self, sha256: str, chunk_size: int = CHUNK) -> AsyncIterator[bytes]: ...
@@ -115,29 +114,41 @@ class LocalBlobStore:
     async def put_bytes(self, data: bytes) -> str:
         return await asyncio.to_thread(self._write_bytes, data)
 
-    async def put_file(self, path: Path, sha256: str | None = None, *, move: bool = False) -> str:
-        """Store a file's bytes. ``move``: the file is ours to take (a complete spooled part whose
-        digest is ``sha256``): it is fsynced and renamed into place instead of copied."""
-        if move and sha256 is not None:
-            return await asyncio.to_thread(self._adopt_file, path, sha256)
+    async def put_file(self, path: Path, sha256: str | None = None) -> str:
+        """Store a copy of a file's bytes (``sha256``: the digest it must have)."""
         return await asyncio.to_thread(self._copy_file, path, sha256)
 
-    def _adopt_file(self, source: Path, sha256: str) -> str:
-        if self.path(sha256).exists():
-            return sha256
+    async def adopt_files(self, files: list[tuple[Path, str]]) -> None:
+        """Take over complete files whose digests are known (``(path, sha256)``), in one
+        worker-thread hop: each is fsynced, all are renamed into place, then their folders are
+        fsynced (the first folder's fsync commits the renames together on a journaling file
+        system)."""
+        if files:
+            await asyncio.to_thread(self._adopt_files, files)
+
+    def _adopt_files(self, files: list[tuple[Path, str]]) -> None:
         self.ensure()
-        fd = os.open(source, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            self._install(source, sha256)
-        except OSError as exc:
-            if exc.errno != errno.EXDEV:  # another file system: copy instead
-                raise
-            return self._copy_file(source, sha256)
-        return sha256
+        moved: list[Path] = []
+        for source, sha256 in files:
+            target = self.path(sha256)
+            if target.exists():
+                continue
+            fd = os.open(source, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.replace(source, target)
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:  # another file system: copy instead
+                    raise
+                self._copy_file(source, sha256)
+                continue
+            moved.append(target.parent)
+        for folder in dict.fromkeys(moved):
+            _fsync_dir(folder)
 
     async def exists(self, sha256: str) -> bool:
         return await asyncio.to_thread(self.path(sha256).exists)

@@ -15,14 +15,23 @@ VERSION = 1
 
 async def store_attachments(email: InboundEmail, blobs: BlobStore) -> InboundEmail:
     """Write every kept attachment to the blob store (fsynced); the result names them by digest."""
+    # Spooled parts with a known digest are taken over (renamed into place), all in one go.
+    await blobs.adopt_files(
+        [
+            (a.path, a.sha256)
+            for a in email.attachments
+            if a.kept and a.path is not None and a.sha256 is not None
+        ]
+    )
     stored = []
     for attachment in email.attachments:
         if not attachment.kept:
             stored.append(attachment)
             continue
-        if attachment.path is not None:
-            # A spooled part is taken over (renamed into place), not copied.
-            sha256 = await blobs.put_file(attachment.path, attachment.sha256, move=True)
+        if attachment.path is not None and attachment.sha256 is not None:
+            sha256 = attachment.sha256
+        elif attachment.path is not None:
+            sha256 = await blobs.put_file(attachment.path)
         elif attachment.data is not None:
             sha256 = await blobs.put_bytes(attachment.data)
         else:

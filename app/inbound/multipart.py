@@ -25,6 +25,7 @@ from __future__ import annotations
 import binascii
 import codecs
 import hashlib
+import os
 import re
 import shutil
 import tempfile
@@ -161,6 +162,16 @@ class Form:
     def spooled(self) -> bool:
         """Whether anything was written to disk (the spool folder is made on first use)."""
         return self.spool_dir.exists()
+
+    def remove_if_empty(self) -> bool:
+        """Remove ``spool_dir`` if nothing is left in it (one system call): whether it is gone."""
+        try:
+            os.rmdir(self.spool_dir)
+        except FileNotFoundError:
+            return True
+        except OSError:
+            return False
+        return True
 
     def cleanup(self) -> None:
         """Remove ``spool_dir`` and every file in it."""

@@ -82,7 +82,7 @@ async def form_of(request: Request, settings: Settings) -> AsyncIterator[Form]:
     try:
         yield form
     finally:
-        if form.spooled:
+        if not form.remove_if_empty():  # most often empty: the attachments were taken over
             await asyncio.to_thread(form.cleanup)
 
 
