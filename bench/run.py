@@ -486,11 +486,15 @@ def main() -> int:
 
         soak = None
         if not ONLY:
-            template, ctype = payloads.attach_template(tenant.address)
+            # The attach turns' template (its multipart boundary is in the content type).
+            template, ctype = next(p[1] for p in plans if p[0] == "attach")
             soak = run_wrk(service, "attach", template, ctype, SOAK_SECONDS,
                            int(400 * SOAK_SECONDS), work)  # fmt: skip
             print(f"  attach  service soak {soak.rps:8.1f} req/s over {SOAK_SECONDS:.0f} s, "
-                  f"RSS {soak.rss_mb:.1f} MB", flush=True)  # fmt: skip
+                  f"RSS {soak.rss_mb:.1f} MB, errors {soak.errors}", flush=True)  # fmt: skip
+            if soak.errors:
+                lines = service.log_path.read_text(errors="replace").splitlines()
+                print("\n".join(["  the service's log ends:", *lines[-15:]]), flush=True)
         if ONLY:
             s, b = combine(results[(ONLY, "service")]), combine(results[(ONLY, "baseline")])
             print(
