@@ -260,6 +260,10 @@ class FreshEvent(ABC):
     @abstractmethod
     async def commit(self) -> None: ...
 
+    def connection_lost(self) -> bool:
+        """Whether the connection is known to be closed (after an error)."""
+        return False
+
     @abstractmethod
     async def rollback(self) -> None: ...
 
@@ -454,6 +458,9 @@ class _AsyncpgFreshEvent(FreshEvent):
         self.driver = driver
         self.transaction: Any = None
 
+    def connection_lost(self) -> bool:
+        return bool(self.driver.is_closed())
+
     async def begin(self) -> None:
         if self.transaction is None:
             self.transaction = self.driver.transaction()
@@ -536,10 +543,18 @@ async def fresh_event(engine: AsyncEngine) -> AsyncIterator[FreshEvent]:
             event = _CoreFreshEvent(conn)
         try:
             yield event
-        except BaseException:
-            try:
-                await event.rollback()
-            except Exception:  # the connection is broken: it is not put back in the pool
+        except BaseException as exc:
+            lost = event.connection_lost()
+            if not lost:
+                try:
+                    await event.rollback()
+                except Exception:  # broken after all
+                    lost = True
+            if lost:  # not put back in the pool
                 await conn.invalidate()
+            if lost and isinstance(exc, Exception):
+                # asyncpg says "connection is closed" as an InterfaceError, like a misuse: the
+                # closed connection tells it apart (the database failed, not our code).
+                raise ConnectionError("the database connection was lost") from exc
             raise
         await event.rollback()
