@@ -38,7 +38,9 @@ fmt: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff format --check . && $(BIN)/ruff check . && $(BIN)/mypy app tests
 
-test: test-pg test-sqlite
+# Both databases at once (each run's output printed whole when it ends).
+test: $(STAMP)
+	$(MAKE) --no-print-directory -j2 --output-sync=target test-pg test-sqlite
 
 test-pg: $(STAMP)
 	TEST_DATABASE=postgresql $(BIN)/pytest --ignore=tests/reliability $(PYTEST_ARGS)
