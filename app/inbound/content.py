@@ -14,7 +14,8 @@ VERSION = 1
 
 
 async def store_attachments(email: InboundEmail, blobs: BlobStore) -> InboundEmail:
-    """Write every kept attachment to the blob store (fsynced); the result names them by digest."""
+    """Write every kept attachment to the blob store (fsynced); the result names them by digest
+    only (no bytes, no spooled file), so that storing it again does nothing."""
     # Spooled parts with a known digest are taken over (renamed into place), all in one go.
     await blobs.adopt_files(
         [
@@ -36,7 +37,7 @@ async def store_attachments(email: InboundEmail, blobs: BlobStore) -> InboundEma
             sha256 = await blobs.put_bytes(attachment.data)
         else:
             sha256 = attachment.sha256 or ""
-        stored.append(replace(attachment, sha256=sha256))
+        stored.append(replace(attachment, sha256=sha256, data=None, path=None))
     return replace(email, attachments=tuple(stored))
 
 

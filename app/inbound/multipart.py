@@ -158,11 +158,6 @@ class Form:
         """The parts that carry a filename (attachments), in body order."""
         return [part for part in self.parts if part.filename is not None]
 
-    @property
-    def spooled(self) -> bool:
-        """Whether anything was written to disk (the spool folder is made on first use)."""
-        return self.spool_dir.exists()
-
     def remove_if_empty(self) -> bool:
         """Remove ``spool_dir`` if nothing is left in it (one system call): whether it is gone."""
         try:

@@ -13,7 +13,6 @@ from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from app.db.base import utcnow
@@ -77,24 +76,14 @@ class InboundRepository:
         self.dialect = dialect
         self.sql = STATEMENTS[dialect]
 
-    async def integration_rows(self, addresses: Sequence[str]) -> Sequence[Row[Any]]:
-        """The live integrations at these addresses, as rows (attribute names of Integration)."""
+    async def routes(self, addresses: Sequence[str]) -> list[Route]:
+        """The live integrations at these addresses, oldest first."""
         if not addresses:
             return []
         result = await self.session.execute(
             self.sql["integrations"], {"addresses": list(addresses)}
         )
-        return result.all()
-
-    async def integrations_by_address(self, addresses: Sequence[str]) -> list[Integration]:
-        if not addresses:
-            return []
-        stmt = (
-            sa.select(Integration)
-            .where(Integration.address.in_(addresses), Integration.deleted_at.is_(None))
-            .order_by(Integration.created_at, Integration.id)
-        )
-        return list((await self.session.scalars(stmt)).all())
+        return [_route(row._mapping) for row in result]
 
     async def final_delivery(self, integration_id: uuid.UUID, dedupe_key: str) -> Delivery | None:
         """The first delivery of this mail to this integration that ended for good."""
@@ -280,7 +269,7 @@ class _CoreFreshEvent(FreshEvent):
     ) -> list[Route]:
         if not await self.repo.claim_token(provider, token, delivery_id):
             return []
-        return [_route(row._mapping) for row in await self.repo.integration_rows(addresses)]
+        return await self.repo.routes(addresses)
 
     async def count_in_windows(
         self, integration_id: uuid.UUID, windows: Sequence[tuple[int, int]]

@@ -11,7 +11,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 from sqlalchemy import exc as sa_exc
@@ -148,13 +148,9 @@ class InboundService:
     async def keep_attachments(self, email: InboundEmail) -> InboundEmail:
         """Move spooled attachments into the blob store (fsynced); the mail names them by digest."""
         try:
-            stored = await content.store_attachments(email, self.blobs)
+            return await content.store_attachments(email, self.blobs)
         except OSError as exc:
             raise InfrastructureFailure(str(exc)) from exc
-        return replace(
-            stored,
-            attachments=tuple(replace(a, data=None, path=None) for a in stored.attachments),
-        )
 
     async def refuse(
         self,
@@ -179,8 +175,8 @@ class InboundService:
         addresses = sorted({a for a in map(normalise_recipient, recipients) if a})
         try:
             async with self.sessionmaker.begin() as session:
-                integrations = await InboundRepository(session).integrations_by_address(addresses)
-                targets: list[Integration | None] = list(integrations) or [None]
+                integrations = await InboundRepository(session).routes(addresses)
+                targets: list[Route | None] = list(integrations) or [None]
                 deliveries = [
                     self._delivery(
                         email,
@@ -249,7 +245,7 @@ class InboundService:
                             integration_id=tried[0].integration_id,
                         )
                     ]
-            integrations = await repo.integrations_by_address(addresses)
+            integrations = await repo.routes(addresses)
             plans = [
                 await self._plan(repo, email, integration, key, known_new=known)
                 for integration in integrations
@@ -727,8 +723,8 @@ class InboundService:
             kept = await content.keep(email, self.blobs)
             addresses = sorted({a for a in map(normalise_recipient, email.recipients) if a})
             async with self.sessionmaker.begin() as session:
-                integrations = await InboundRepository(session).integrations_by_address(addresses)
-                targets: list[Integration | None] = list(integrations) or [None]
+                integrations = await InboundRepository(session).routes(addresses)
+                targets: list[Route | None] = list(integrations) or [None]
                 deliveries = []
                 for integration in targets:
                     delivery = self._delivery(

@@ -408,21 +408,25 @@ async def test_inbound_paths_never_redirect(client: httpx.AsyncClient, inbox: In
     assert "location" not in r.headers
 
 
+def _rate_limited_settings(database_url: str, tmp_path: object, limits: str) -> object:
+    from pathlib import Path
+
+    from tests.conftest import make_settings
+    from tests.inbound.payloads import INBOUND_PASSWORD, INBOUND_USER
+
+    return make_settings(
+        database_url,
+        Path(str(tmp_path)) / "blobs",
+        inbound_username=INBOUND_USER,
+        inbound_password=INBOUND_PASSWORD,
+        rate_limits=limits,
+    )
+
+
 class TestRateLimits:
     @pytest.fixture
     def settings(self, database_url: str, tmp_path: object) -> object:
-        from pathlib import Path
-
-        from tests.conftest import make_settings
-        from tests.inbound.payloads import INBOUND_PASSWORD, INBOUND_USER
-
-        return make_settings(
-            database_url,
-            Path(str(tmp_path)) / "blobs",
-            inbound_username=INBOUND_USER,
-            inbound_password=INBOUND_PASSWORD,
-            rate_limits="3/3600",
-        )
+        return _rate_limited_settings(database_url, tmp_path, "3/3600")
 
     async def test_over_the_limit_is_retryable_and_duplicates_do_not_count(
         self, client: httpx.AsyncClient, inbox: Inbox
@@ -451,18 +455,8 @@ class TestRateLimits:
 class TestRateLimitsSharingAWindow:
     @pytest.fixture
     def settings(self, database_url: str, tmp_path: object) -> object:
-        from pathlib import Path
-
-        from tests.conftest import make_settings
-        from tests.inbound.payloads import INBOUND_PASSWORD, INBOUND_USER
-
-        return make_settings(
-            database_url,
-            Path(str(tmp_path)) / "blobs",
-            inbound_username=INBOUND_USER,
-            inbound_password=INBOUND_PASSWORD,
-            rate_limits="2/3600,5/3600",  # one window, two limits: each mail counts once
-        )
+        # one window, two limits: each mail counts once
+        return _rate_limited_settings(database_url, tmp_path, "2/3600,5/3600")
 
     async def test_each_mail_counts_once_per_window(
         self, client: httpx.AsyncClient, inbox: Inbox
