@@ -8,29 +8,30 @@
 
 # ---- builder: a virtual environment with the dependencies, and the sources beside it ----
 FROM python:3.11-slim AS builder
-COPY --from=ghcr.io/astral-sh/uv:0.13.8 /uv /bin/
+COPY --from=ghcr.io/astral-sh/uv:0.13.9 /uv /bin/
 
 ENV UV_COMPILE_BYTECODE=1 \
     UV_LINK_MODE=copy \
     UV_PYTHON_DOWNLOADS=never \
-    VIRTUAL_ENV=/app/.venv
+    UV_PROJECT_ENVIRONMENT=/app/.venv
 
 WORKDIR /app
-RUN uv venv --python python3.11 /app/.venv
 
-# The dependencies first, in a layer of their own that only pyproject.toml invalidates.
-# There is no uv.lock yet, so `uv pip install -r pyproject.toml` stands in for
-# `uv sync --frozen --no-dev --no-install-project` (the [dev] extra is not installed).
+# The dependencies first, exactly as uv.lock pins them, in a layer of their own that only
+# pyproject.toml and uv.lock invalidate (the [dev] extra is not installed).
 RUN --mount=type=cache,target=/root/.cache/uv \
     --mount=type=bind,source=pyproject.toml,target=pyproject.toml \
-    uv pip install -r pyproject.toml
+    --mount=type=bind,source=uv.lock,target=uv.lock \
+    uv sync --frozen --no-dev --no-install-project --python python3.11
 
 # The application itself runs from /app, its working directory: uvicorn, alembic (configured
 # by [tool.alembic] in pyproject.toml) and `python -m app` import the `app` package from there.
-COPY pyproject.toml ./
+COPY pyproject.toml uv.lock README.md ./
 COPY migrations ./migrations
 COPY app ./app
-RUN python -m compileall -q app migrations
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv sync --frozen --no-dev --python python3.11 && \
+    python -m compileall -q app migrations
 
 # ---- runtime ----
 FROM python:3.11-slim
