@@ -9,12 +9,17 @@ import time
 from collections.abc import Sequence
 
 import jwt
+from pydantic import ValidationError
+from sqlalchemy.exc import DBAPIError
 
 from app.config import ConfigurationError, Settings, get_settings
 from app.db.engine import create_engine
+from app.logging import redact
 from app.models import Plan, Platform, Role
 
 TOKEN_LIFETIME_SECONDS = 7 * 24 * 3600
+EX_UNAVAILABLE = 69  # sysexits.h: a service (here the database) is not available
+EX_CONFIG = 78  # sysexits.h: a configuration error
 
 
 def mint_token(
@@ -42,15 +47,21 @@ def mint_token(
     return jwt.encode(claims, settings.jwt_secret.get_secret_value(), algorithm="HS256")
 
 
-async def ensure_platform(settings: Settings, platform_id: str, name: str, plan: Plan) -> bool:
+async def ensure_platform(
+    settings: Settings, platform_id: str, name: str, plan: Plan, *, create: bool = True
+) -> bool:
+    """Whether the platform exists now; created first when it is missing and ``create``."""
     from sqlalchemy.ext.asyncio import async_sessionmaker
 
     engine = create_engine(settings.database_url)
     try:
         async with async_sessionmaker(engine, expire_on_commit=False).begin() as session:
             if await session.get(Platform, platform_id) is not None:
+                return True
+            if not create:
                 return False
             session.add(Platform(id=platform_id, name=name, plan=plan))
+            print(f"platform {platform_id!r} created", file=sys.stderr)
             return True
     finally:
         await engine.dispose()
@@ -67,16 +78,22 @@ def dev_token(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    if args.create_platform:
-        created = asyncio.run(
-            ensure_platform(
-                settings, args.platform, args.platform_name or args.platform, Plan(args.plan)
-            )
+    exists = asyncio.run(
+        ensure_platform(
+            settings,
+            args.platform,
+            args.platform_name or args.platform,
+            Plan(args.plan),
+            create=args.create_platform,
         )
+    )
+    if not exists:
         print(
-            f"platform {args.platform!r} {'created' if created else 'already exists'}",
+            f"dev-token: platform {args.platform!r} does not exist: create it with "
+            "POST /v1/platforms (operator token), or leave out --no-create-platform",
             file=sys.stderr,
         )
+        return 1
     print(
         mint_token(
             settings,
@@ -125,6 +142,47 @@ def openapi(args: argparse.Namespace) -> int:
         Path(args.output).write_text(document, encoding="utf-8")
     else:
         sys.stdout.write(document)
+    return 0
+
+
+def welcome(args: argparse.Namespace) -> int:
+    """What a development server offers, printed by ``make run`` before it starts."""
+    from app.inbound.providers import base, mailgun
+
+    settings = get_settings()
+    url = args.url.rstrip("/")
+    operator = (
+        settings.operator_token.get_secret_value()
+        if "OPERATOR_TOKEN" in settings.uses_development_defaults and settings.operator_token
+        else "the value of MAILSLOT_OPERATOR_TOKEN"
+    )
+    inbound_on: list[str] = []
+    inbound_off: list[str] = []
+    for paths, on, needs in (
+        (
+            "/inbound/mailgun, /inbound/mailgun/mime",
+            mailgun.enabled(settings),
+            "MAILSLOT_MAILGUN_SIGNING_KEY",
+        ),
+        (
+            "/inbound/sendgrid, /inbound/postmark, /inbound/mime",
+            base.basic_auth_enabled(settings),
+            "MAILSLOT_INBOUND_USERNAME and MAILSLOT_INBOUND_PASSWORD",
+        ),
+    ):
+        (inbound_on if on else inbound_off).append(paths if on else f"{paths} (set {needs})")
+    lines = [
+        f"mailslot {settings.environment} server: {url}",
+        f"  API docs          {url}/docs (ReDoc: {url}/redoc, the spec: {url}/openapi.json)",
+        f"  database          {redact(settings.database_url)}; attachments in {settings.blob_dir}",
+        f"  operator token    {operator}",
+        "  an admin token    MAILSLOT_ENVIRONMENT=development .venv/bin/python -m app dev-token"
+        " --platform demo",
+        f"  inbound, on       {', '.join(inbound_on) or 'none'}",
+        f"  inbound, off      {'; '.join(inbound_off) or 'none'}",
+        "  next              the README's Walkthrough, in a second terminal",
+    ]
+    print("\n".join(lines), file=sys.stderr)
     return 0
 
 
@@ -178,6 +236,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     relay.set_defaults(handler=None)
 
+    hello = commands.add_parser(
+        "welcome", help="print what a development server offers (make run does this)"
+    )
+    hello.add_argument("--url", default="http://127.0.0.1:8000", help="where it listens")
+    hello.set_defaults(handler=welcome)
+
     spec = commands.add_parser("openapi", help="print or write the OpenAPI spec, or check a file")
     spec.add_argument("--output", help="write the spec to this file")
     spec.add_argument("--check", help="exit 1 when this file differs from the spec")
@@ -189,4 +253,31 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return relay_main(argv[1:])
     args = parser.parse_args(argv)
-    return int(args.handler(args))
+    try:
+        return int(args.handler(args))
+    except ConfigurationError as exc:
+        return _refuse(args.command, f"configuration error: {exc}", EX_CONFIG)
+    except ValidationError as exc:
+        return _refuse(args.command, f"configuration error: {_settings_problem(exc)}", EX_CONFIG)
+    except DBAPIError as exc:
+        reason = (
+            str(exc.orig or exc).splitlines()[0] if str(exc.orig or exc) else type(exc).__name__
+        )
+        return _refuse(
+            args.command,
+            f"database error: {redact(reason)} (is the database up and migrated? make migrate)",
+            EX_UNAVAILABLE,
+        )
+
+
+def _refuse(command: str, message: str, status: int) -> int:
+    print(f"python -m app {command}: {message}", file=sys.stderr)
+    return status
+
+
+def _settings_problem(exc: ValidationError) -> str:
+    """One line naming each bad setting, never its value."""
+    return "; ".join(
+        f"MAILSLOT_{str(error['loc'][0]).upper()}: {error['msg']}" if error["loc"] else error["msg"]
+        for error in exc.errors()
+    )

@@ -12,10 +12,12 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
+from fastapi_offline import FastAPIOffline
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from app import __version__
 from app.api.health import router as health_router
+from app.api.index import router as index_router
 from app.api.problems import Problem, install_problem_handlers
 from app.api.router import api_router
 from app.blobs.store import LocalBlobStore
@@ -58,7 +60,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         await engine.dispose()
 
-    app = FastAPI(
+    # /docs and /redoc load Swagger UI and ReDoc from the app itself (the fastapi-offline
+    # package ships them, under /static-offline-docs), not from a CDN: they work offline.
+    app = FastAPIOffline(
         title="mailslot",
         version=__version__,
         description="Turns email into posts in the groups of a team-collaboration platform.",
@@ -78,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_methods=["GET", "HEAD", "POST", "PATCH", "PUT", "DELETE"],
             allow_headers=["Authorization", "Content-Type"],
         )
+    app.include_router(index_router)
     app.include_router(health_router)
     app.include_router(api_router)
     _document(app)

@@ -19,6 +19,7 @@ import argparse
 import os
 import re
 import ssl
+import stat
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -132,9 +133,15 @@ def parse_envelope(argv: Sequence[str]) -> Envelope:
 
 
 def read_password_file(path: os.PathLike[str] | str) -> str:
-    """The file's first line, without its line ending."""
+    """The file's first line, without its line ending; refused when others may read it."""
     try:
         with open(path, "rb") as file:
+            mode = stat.S_IMODE(os.fstat(file.fileno()).st_mode)
+            if mode & 0o077:
+                raise RelayConfigError(
+                    f"MAILSLOT_RELAY_PASSWORD_FILE {os.fspath(path)!r} is open to other users "
+                    f"(mode {mode:04o}): chmod 0400 (or 0600) it"
+                )
             data = file.read(MAX_PASSWORD_FILE_BYTES)
     except OSError as exc:
         raise RelayConfigError(

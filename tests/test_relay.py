@@ -294,9 +294,30 @@ class TestWhatIsSent:
         monkeypatch.delenv("MAILSLOT_RELAY_PASSWORD")
         password_file = tmp_path / "relay-password"
         password_file.write_bytes(f"{PASSWORD}{ending}".encode())
+        password_file.chmod(0o400)
         monkeypatch.setenv("MAILSLOT_RELAY_PASSWORD_FILE", str(password_file))
         assert relay(["--recipient", RECIPIENT]) == EX_OK
         assert configured.only.headers["authorization"] == basic(USERNAME, PASSWORD)
+
+    @pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o660, 0o606])
+    def test_a_password_file_open_to_others_is_refused(
+        self,
+        configured: RelayServer,
+        monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path,
+        capsys: pytest.CaptureFixture[str],
+        mode: int,
+    ) -> None:
+        monkeypatch.delenv("MAILSLOT_RELAY_PASSWORD")
+        password_file = tmp_path / "relay-password"
+        password_file.write_text(f"{PASSWORD}\n", encoding="utf-8")
+        password_file.chmod(mode)
+        monkeypatch.setenv("MAILSLOT_RELAY_PASSWORD_FILE", str(password_file))
+        assert relay(["--recipient", RECIPIENT]) == EX_CONFIG
+        assert configured.received == []
+        err = capsys.readouterr().err
+        assert f"(mode {mode:04o}): chmod 0400" in err
+        assert PASSWORD not in err
 
     def test_a_url_with_a_path_prefix(
         self, configured: RelayServer, monkeypatch: pytest.MonkeyPatch
@@ -431,6 +452,7 @@ class TestExitCodes:
                 monkeypatch.delenv(name)
             elif value == "EMPTY":
                 (tmp_path / "empty").write_bytes(b"\n")
+                (tmp_path / "empty").chmod(0o600)
                 monkeypatch.setenv(name, str(tmp_path / "empty"))
             else:
                 monkeypatch.setenv(name, value)

@@ -46,8 +46,14 @@ def check_content_length(request: Request, settings: Settings) -> None:
         raise PayloadTooLarge(settings.max_request_bytes)
 
 
+def basic_auth_enabled(settings: Settings) -> bool:
+    """The basic-auth endpoints (SendGrid, Postmark, raw MIME) are on once both are set."""
+    return bool(settings.inbound_username and settings.inbound_password)
+
+
 def check_basic_auth(request: Request, settings: Settings) -> None:
-    if not settings.inbound_username or not settings.inbound_password:
+    expected_username = settings.inbound_username
+    if expected_username is None or not basic_auth_enabled(settings):
         raise EndpointDisabled()
     header = request.headers.get("authorization", "")
     scheme, _, encoded = header.partition(" ")
@@ -59,7 +65,7 @@ def check_basic_auth(request: Request, settings: Settings) -> None:
         )
     except (binascii.Error, UnicodeDecodeError) as exc:
         raise InvalidCredentials("Malformed Basic credentials.") from exc
-    user_ok = hmac.compare_digest(username.encode(), settings.inbound_username.encode())
+    user_ok = hmac.compare_digest(username.encode(), expected_username.encode())
     password_ok = False
     for candidate in settings.inbound_password:  # every one is compared: constant time overall
         password_ok |= hmac.compare_digest(password.encode(), candidate.get_secret_value().encode())

@@ -31,8 +31,12 @@ MAX_AGE_SECONDS = 9 * 3600  # Mailgun retries re-send the original signature for
 MAX_SKEW_SECONDS = 5 * 60
 
 
+def enabled(settings: Settings) -> bool:
+    return bool(settings.mailgun_signing_key)
+
+
 def check_enabled(settings: Settings) -> None:
-    if not settings.mailgun_signing_key:
+    if not enabled(settings):
         raise EndpointDisabled()
 
 
