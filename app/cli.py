@@ -12,12 +12,11 @@ import jwt
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError
 
-from app.config import ConfigurationError, Settings, get_settings
+from app.config import DEV_OPERATOR_TOKEN, ConfigurationError, Settings, get_settings
 from app.db.engine import create_engine
 from app.logging import redact
 from app.models import Plan, Platform, Role
 
-TOKEN_LIFETIME_SECONDS = 7 * 24 * 3600
 EX_UNAVAILABLE = 69  # sysexits.h: a service (here the database) is not available
 EX_CONFIG = 78  # sysexits.h: a configuration error
 
@@ -30,21 +29,35 @@ def mint_token(
     role: Role,
     email: str | None = None,
     name: str | None = None,
-    lifetime: int = TOKEN_LIFETIME_SECONDS,
+    lifetime: int | None = None,
 ) -> str:
-    if settings.jwt_secret is None:
+    """An HS256 token with the first secret, as the host platform would mint one: ``iat``,
+    ``exp`` (the longest lifetime allowed, unless ``lifetime``), ``aud`` and ``iss``."""
+    if not settings.jwt_secret:
         raise SystemExit("dev-token needs MAILSLOT_JWT_SECRET (HS256)")
+    key = settings.jwt_secret[0]
+    now = int(time.time())
     claims: dict[str, object] = {
         "sub": user_id,
         "platform": platform_id,
         "role": role.value,
-        "exp": int(time.time()) + lifetime,
+        "iat": now,
+        "exp": now + (lifetime or settings.jwt_max_lifetime_seconds),
     }
+    if settings.jwt_audience:
+        claims["aud"] = settings.jwt_audience
+    if settings.jwt_issuer:
+        claims["iss"] = settings.jwt_issuer
     if email:
         claims["email"] = email
     if name:
         claims["name"] = name
-    return jwt.encode(claims, settings.jwt_secret.get_secret_value(), algorithm="HS256")
+    return jwt.encode(
+        claims,
+        key.secret.get_secret_value(),
+        algorithm="HS256",
+        headers=None if key.kid is None else {"kid": key.kid},
+    )
 
 
 async def ensure_platform(
@@ -152,8 +165,8 @@ def welcome(args: argparse.Namespace) -> int:
     settings = get_settings()
     url = args.url.rstrip("/")
     operator = (
-        settings.operator_token.get_secret_value()
-        if "OPERATOR_TOKEN" in settings.uses_development_defaults and settings.operator_token
+        DEV_OPERATOR_TOKEN
+        if "OPERATOR_TOKEN" in settings.uses_development_defaults
         else "the value of MAILSLOT_OPERATOR_TOKEN"
     )
     inbound_on: list[str] = []

@@ -2,20 +2,58 @@
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Local defaults for development and tests only; production refuses to start with them.
 DEV_JWT_SECRET = "mailslot-development-jwt-secret-not-for-production"  # noqa: S105
 DEV_OPERATOR_TOKEN = "mailslot-development-operator-token"  # noqa: S105
+DEV_URL_SIGNING_KEY = "mailslot-development-url-signing-key-not-for-production"
 DEV_INBOUND_DOMAIN = "in.mailslot.localhost"
-DEV_DEFAULTS = {DEV_JWT_SECRET, DEV_OPERATOR_TOKEN}
+DEV_JWT_AUDIENCE = "mailslot"
+DEV_JWT_ISSUER = "mailslot-development"
+DEV_DEFAULTS = {DEV_JWT_SECRET, DEV_OPERATOR_TOKEN, DEV_URL_SIGNING_KEY}
 MIN_SECRET_LENGTH = 32
+MIN_INBOUND_SECRET_LENGTH = 16  # a provider's form may cap what it accepts; still not guessable
+
+
+class VerificationKey(BaseModel):
+    """A JWT key (an HS256 secret or an RS256 public key), named by a ``kid`` or not."""
+
+    model_config = ConfigDict(frozen=True)
+
+    secret: SecretStr
+    kid: str | None = None
+
+
+def parse_keys(value: Any) -> list[VerificationKey]:
+    """``k1,k2`` (unnamed keys, each tried), or a JSON object ``{"kid": "key", ...}``: a token
+    whose header names a ``kid`` is checked with that key only."""
+    if value is None:
+        return []
+    if isinstance(value, list) and all(isinstance(v, VerificationKey) for v in value):
+        return value
+    if isinstance(value, str) and value.strip().startswith("{"):
+        try:
+            named = json.loads(value)
+        except ValueError:
+            raise ValueError("must be keys separated by commas, or a JSON object") from None
+        if not isinstance(named, dict) or not all(
+            isinstance(k, str) and k and isinstance(v, str) and v.strip() for k, v in named.items()
+        ):
+            raise ValueError('a JSON object of keys must map each key id to a key: {"kid": "…"}')
+        return [
+            VerificationKey(kid=kid, secret=SecretStr(key.strip())) for kid, key in named.items()
+        ]
+    return [VerificationKey(secret=SecretStr(part)) for part in _split(value)]
 
 
 class RateLimit(BaseModel):
@@ -62,9 +100,14 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///./var/mailslot.db"
     blob_dir: Path = Path("./var/blobs")
     inbound_domain: str | None = None
-    jwt_secret: SecretStr | None = None
-    jwt_public_key: SecretStr | None = None
-    operator_token: SecretStr | None = None
+    jwt_secret: Annotated[list[VerificationKey], NoDecode] = []
+    jwt_public_key: Annotated[list[VerificationKey], NoDecode] = []
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    jwt_max_lifetime_seconds: int = 24 * 3600
+    operator_token: Annotated[list[SecretStr], NoDecode] = []
+    url_signing_keys: Annotated[list[SecretStr], NoDecode] = []
+    docs_enabled: bool | None = None  # unset: on outside production
     mailgun_signing_key: Annotated[list[SecretStr], NoDecode] = []
     inbound_username: str | None = None
     inbound_password: Annotated[list[SecretStr], NoDecode] = []
@@ -76,7 +119,18 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = []
     test_crash_after_commit: bool = False  # a test failpoint (environment "test" only)
 
-    @field_validator("mailgun_signing_key", "inbound_password", mode="before")
+    @field_validator("jwt_secret", "jwt_public_key", mode="before")
+    @classmethod
+    def _keys(cls, value: Any) -> list[VerificationKey]:
+        return parse_keys(value)
+
+    @field_validator(
+        "mailgun_signing_key",
+        "inbound_password",
+        "operator_token",
+        "url_signing_keys",
+        mode="before",
+    )
     @classmethod
     def _split_secrets(cls, value: Any) -> list[SecretStr]:
         return [SecretStr(v) for v in _split(value)]
@@ -91,14 +145,17 @@ class Settings(BaseSettings):
     def _rate_limits(cls, value: Any) -> list[RateLimit]:
         return parse_rate_limits(value)
 
-    @field_validator("inbound_domain", "public_base_url", "inbound_username", mode="before")
+    @field_validator(
+        "inbound_domain",
+        "public_base_url",
+        "inbound_username",
+        "jwt_audience",
+        "jwt_issuer",
+        "docs_enabled",
+        mode="before",
+    )
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
-        return None if isinstance(value, str) and not value.strip() else value
-
-    @field_validator("jwt_secret", "jwt_public_key", "operator_token", mode="before")
-    @classmethod
-    def _blank_secret_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("inbound_domain")
@@ -113,7 +170,12 @@ class Settings(BaseSettings):
             raise ValueError("must be a domain name such as in.example.com")
         return value
 
-    @field_validator("max_attachment_bytes", "max_request_bytes", "delivery_retention_days")
+    @field_validator(
+        "max_attachment_bytes",
+        "max_request_bytes",
+        "delivery_retention_days",
+        "jwt_max_lifetime_seconds",
+    )
     @classmethod
     def _positive(cls, value: int) -> int:
         if value < 1:
@@ -129,34 +191,52 @@ class Settings(BaseSettings):
             )
         if self.environment == "production":
             self._check_production()
+            if self.docs_enabled is None:
+                self.docs_enabled = False
             return self
+        if self.docs_enabled is None:
+            self.docs_enabled = True
         if self.inbound_domain is None:
             self.inbound_domain = DEV_INBOUND_DOMAIN
-        if self.jwt_secret is None and self.jwt_public_key is None:
-            self.jwt_secret = SecretStr(DEV_JWT_SECRET)
-        if self.operator_token is None:
-            self.operator_token = SecretStr(DEV_OPERATOR_TOKEN)
+        if not self.jwt_secret and not self.jwt_public_key:
+            self.jwt_secret = [VerificationKey(secret=SecretStr(DEV_JWT_SECRET))]
+        if self.jwt_audience is None:
+            self.jwt_audience = DEV_JWT_AUDIENCE
+        if self.jwt_issuer is None:
+            self.jwt_issuer = DEV_JWT_ISSUER
+        if not self.operator_token:
+            self.operator_token = [SecretStr(DEV_OPERATOR_TOKEN)]
+        if not self.url_signing_keys:
+            self.url_signing_keys = [SecretStr(DEV_URL_SIGNING_KEY)]
         return self
 
     def _check_production(self) -> None:
         problems = []
-        if self.inbound_domain is None:
-            problems.append("MAILSLOT_INBOUND_DOMAIN is required")
-        if self.jwt_secret is None and self.jwt_public_key is None:
-            problems.append("MAILSLOT_JWT_SECRET or MAILSLOT_JWT_PUBLIC_KEY is required")
-        if self.operator_token is None:
-            problems.append("MAILSLOT_OPERATOR_TOKEN is required")
-        for name, secret in (
-            ("JWT_SECRET", self.jwt_secret),
-            ("OPERATOR_TOKEN", self.operator_token),
+        for name, missing in (
+            ("MAILSLOT_INBOUND_DOMAIN", self.inbound_domain is None),
+            (
+                "MAILSLOT_JWT_SECRET or MAILSLOT_JWT_PUBLIC_KEY",
+                not self.jwt_secret and not self.jwt_public_key,
+            ),
+            ("MAILSLOT_JWT_AUDIENCE", self.jwt_audience is None),
+            ("MAILSLOT_JWT_ISSUER", self.jwt_issuer is None),
+            ("MAILSLOT_OPERATOR_TOKEN", not self.operator_token),
+            ("MAILSLOT_URL_SIGNING_KEYS", not self.url_signing_keys),
         ):
-            if secret is None:
-                continue
-            value = secret.get_secret_value()
-            if value in DEV_DEFAULTS:
+            if missing:
+                problems.append(f"{name} is required")
+        for name, secrets, shortest in (
+            ("JWT_SECRET", [k.secret for k in self.jwt_secret], MIN_SECRET_LENGTH),
+            ("OPERATOR_TOKEN", self.operator_token, MIN_SECRET_LENGTH),
+            ("URL_SIGNING_KEYS", self.url_signing_keys, MIN_SECRET_LENGTH),
+            ("INBOUND_PASSWORD", self.inbound_password, MIN_INBOUND_SECRET_LENGTH),
+            ("MAILGUN_SIGNING_KEY", self.mailgun_signing_key, MIN_INBOUND_SECRET_LENGTH),
+        ):
+            values = [secret.get_secret_value() for secret in secrets]
+            if any(value in DEV_DEFAULTS for value in values):
                 problems.append(f"MAILSLOT_{name} is a development default")
-            elif len(value) < MIN_SECRET_LENGTH:
-                problems.append(f"MAILSLOT_{name} must be at least {MIN_SECRET_LENGTH} characters")
+            elif any(len(value) < shortest for value in values):
+                problems.append(f"MAILSLOT_{name} must be at least {shortest} characters")
         if self.inbound_domain == DEV_INBOUND_DOMAIN:
             problems.append("MAILSLOT_INBOUND_DOMAIN is a development default")
         if problems:
@@ -171,12 +251,13 @@ class Settings(BaseSettings):
         used = []
         if self.inbound_domain == DEV_INBOUND_DOMAIN:
             used.append("INBOUND_DOMAIN")
-        if self.jwt_secret is not None and self.jwt_secret.get_secret_value() == DEV_JWT_SECRET:
-            used.append("JWT_SECRET")
-        if self.operator_token is not None and (
-            self.operator_token.get_secret_value() == DEV_OPERATOR_TOKEN
+        for name, secrets, default in (
+            ("JWT_SECRET", [k.secret for k in self.jwt_secret], DEV_JWT_SECRET),
+            ("OPERATOR_TOKEN", self.operator_token, DEV_OPERATOR_TOKEN),
+            ("URL_SIGNING_KEYS", self.url_signing_keys, DEV_URL_SIGNING_KEY),
         ):
-            used.append("OPERATOR_TOKEN")
+            if any(secret.get_secret_value() == default for secret in secrets):
+                used.append(name)
         return used
 
 
@@ -194,6 +275,17 @@ class DatabaseSettings(BaseSettings):
 
 
 DEFAULT_RELAY_URL = "http://127.0.0.1:8000"
+
+
+def _is_loopback(host: str | None) -> bool:
+    if host is None:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class RelaySettings(BaseSettings):
@@ -229,6 +321,9 @@ class RelaySettings(BaseSettings):
         value = value.strip().rstrip("/")
         if not re.match(r"https?://[^/?#]+", value, re.IGNORECASE):
             raise ValueError("must be an http:// or https:// URL")
+        if value.lower().startswith("http://") and not _is_loopback(urlsplit(value).hostname):
+            # the password and the mail would cross a network in clear text
+            raise ValueError("must be https:// unless the service is on this host (loopback)")
         return value
 
     @field_validator("timeout")

@@ -16,6 +16,7 @@ from fastapi_offline import FastAPIOffline
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from app import __version__
+from app.api.headers import SecurityHeaders
 from app.api.health import router as health_router
 from app.api.index import router as index_router
 from app.api.problems import Problem, install_problem_handlers
@@ -60,16 +61,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         await engine.dispose()
 
-    # /docs and /redoc load Swagger UI and ReDoc from the app itself (the fastapi-offline
-    # package ships them, under /static-offline-docs), not from a CDN: they work offline.
-    app = FastAPIOffline(
-        title="mailslot",
-        version=__version__,
-        description="Turns email into posts in the groups of a team-collaboration platform.",
-        generate_unique_id_function=_operation_id,
-        redirect_slashes=False,
-        lifespan=lifespan,
-    )
+    options: dict[str, Any] = {
+        "title": "mailslot",
+        "version": __version__,
+        "description": "Turns email into posts in the groups of a team-collaboration platform.",
+        "generate_unique_id_function": _operation_id,
+        "redirect_slashes": False,
+        "lifespan": lifespan,
+    }
+    if settings.docs_enabled:
+        # /docs and /redoc load Swagger UI and ReDoc from the app itself (the fastapi-offline
+        # package ships them, under /static-offline-docs), not from a CDN: they work offline.
+        app = FastAPIOffline(**options)
+    else:  # production's default: the committed openapi/openapi.json is the reference
+        app = FastAPI(**options, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
@@ -82,6 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_methods=["GET", "HEAD", "POST", "PATCH", "PUT", "DELETE"],
             allow_headers=["Authorization", "Content-Type"],
         )
+    app.add_middleware(SecurityHeaders)  # added last: outermost, so CORS answers carry it too
     app.include_router(index_router)
     app.include_router(health_router)
     app.include_router(api_router)

@@ -26,6 +26,7 @@ DEFAULT_GRACE_SECONDS = 3600  # a mail in flight never loses its files
 @dataclass
 class CleanupReport:
     contents_purged: int = 0
+    unrouted_deleted: int = 0
     tokens_purged: int = 0
     counters_purged: int = 0
     blobs_removed: int = 0
@@ -33,7 +34,9 @@ class CleanupReport:
 
     def __str__(self) -> str:
         return (
-            f"kept content purged: {self.contents_purged}, tokens purged: {self.tokens_purged}, "
+            f"kept content purged: {self.contents_purged}, "
+            f"unrouted deliveries deleted: {self.unrouted_deleted}, "
+            f"tokens purged: {self.tokens_purged}, "
             f"rate counters purged: {self.counters_purged}, blobs removed: {self.blobs_removed}, "
             f"blobs kept: {self.blobs_kept}"
         )
@@ -60,6 +63,14 @@ async def cleanup(
                 .values(content_sha256=None)
             )
             report.contents_purged = int(getattr(result, "rowcount", 0) or 0)
+            # Mail that matched no integration belongs to no platform: strangers' addresses and
+            # subjects, kept for the operator for the retention period, then forgotten whole.
+            result = await session.execute(
+                sa.delete(Delivery).where(
+                    Delivery.platform_id.is_(None), Delivery.received_at < now - retention
+                )
+            )
+            report.unrouted_deleted = int(getattr(result, "rowcount", 0) or 0)
             result = await session.execute(
                 sa.delete(ProviderToken).where(
                     ProviderToken.created_at < now - max(retention, TOKEN_MIN_AGE)

@@ -16,7 +16,7 @@ from app.db.base import Base
 from app.db.engine import create_engine
 from app.main import create_app
 from tests import databases
-from tests.auth import JWT_SECRET, OPERATOR_TOKEN
+from tests.auth import JWT_AUDIENCE, JWT_ISSUER, JWT_SECRET, OPERATOR_TOKEN, URL_SIGNING_KEY
 from tests.factories import World
 
 
@@ -57,6 +57,9 @@ def make_settings(database_url: str, blob_dir: Path, **overrides: Any) -> Settin
         "inbound_domain": "in.example.com",
         "jwt_secret": JWT_SECRET,
         "operator_token": OPERATOR_TOKEN,
+        "url_signing_keys": URL_SIGNING_KEY,
+        "jwt_audience": JWT_AUDIENCE,
+        "jwt_issuer": JWT_ISSUER,
         **overrides,
     }
     return Settings(_env_file=None, **values)

@@ -10,7 +10,7 @@ from pathlib import Path
 import jwt
 import pytest
 
-from app.config import DEV_JWT_SECRET, DEV_OPERATOR_TOKEN
+from app.config import DEV_JWT_AUDIENCE, DEV_JWT_ISSUER, DEV_JWT_SECRET, DEV_OPERATOR_TOKEN
 from tests.databases import upgrade
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,9 +95,13 @@ class TestDevToken:
         assert "platform 'acme' created" in first.stderr
         again = run(["dev-token", "--platform", "acme", "--no-create-platform"], tmp_path, **env)
         assert again.returncode == 0, again.stderr
-        claims = jwt.decode(again.stdout.strip(), DEV_JWT_SECRET, algorithms=["HS256"])
+        claims = jwt.decode(
+            again.stdout.strip(), DEV_JWT_SECRET, algorithms=["HS256"], audience=DEV_JWT_AUDIENCE
+        )
         assert claims["platform"] == "acme"
         assert claims["role"] == "admin"
+        assert claims["iss"] == DEV_JWT_ISSUER
+        assert claims["exp"] - claims["iat"] == 24 * 3600  # the longest lifetime allowed
 
     def test_production_refuses_to_mint(self, tmp_path: Path) -> None:
         result = run(["dev-token"], tmp_path)

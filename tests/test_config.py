@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from typing import Any
@@ -18,7 +19,10 @@ def production(**values: Any) -> Settings:
         "environment": "production",
         "inbound_domain": "in.example.com",
         "jwt_secret": STRONG,
+        "jwt_audience": "mailslot",
+        "jwt_issuer": "https://host.example",
         "operator_token": "o" * 40,
+        "url_signing_keys": "u" * 40,
     }
     base.update(values)
     return Settings(_env_file=None, **base)
@@ -42,6 +46,29 @@ class TestProduction:
             ),
             ({"operator_token": "short"}, "MAILSLOT_OPERATOR_TOKEN must be at least 32 characters"),
             (
+                {"operator_token": f"{'o' * 40},short"},
+                "MAILSLOT_OPERATOR_TOKEN must be at least 32 characters",
+            ),
+            ({"jwt_audience": None}, "MAILSLOT_JWT_AUDIENCE is required"),
+            ({"jwt_issuer": ""}, "MAILSLOT_JWT_ISSUER is required"),
+            ({"url_signing_keys": None}, "MAILSLOT_URL_SIGNING_KEYS is required"),
+            (
+                {"url_signing_keys": "u" * 31},
+                "MAILSLOT_URL_SIGNING_KEYS must be at least 32 characters",
+            ),
+            (
+                {"inbound_password": "p" * 15},
+                "MAILSLOT_INBOUND_PASSWORD must be at least 16 characters",
+            ),
+            (
+                {"inbound_password": f"{'p' * 16},{'q' * 15}"},
+                "MAILSLOT_INBOUND_PASSWORD must be at least 16 characters",
+            ),
+            (
+                {"mailgun_signing_key": "key-123"},
+                "MAILSLOT_MAILGUN_SIGNING_KEY must be at least 16 characters",
+            ),
+            (
                 {"inbound_domain": "in.mailslot.localhost"},
                 "MAILSLOT_INBOUND_DOMAIN is a development default",
             ),
@@ -55,7 +82,15 @@ class TestProduction:
 
     def test_public_key_alone_is_enough(self) -> None:
         settings = production(jwt_secret=None, jwt_public_key="-----BEGIN PUBLIC KEY-----...")
-        assert settings.jwt_secret is None
+        assert settings.jwt_secret == []
+
+    def test_inbound_secrets_of_sixteen_characters_start(self) -> None:
+        settings = production(inbound_password="p" * 16, mailgun_signing_key="k" * 16)
+        assert len(settings.inbound_password) == 1
+
+    def test_docs_are_off_unless_enabled(self) -> None:
+        assert production().docs_enabled is False
+        assert production(docs_enabled=True).docs_enabled is True
 
     def test_server_refuses_to_start_with_a_clear_message(self, tmp_path: Any) -> None:
         env = {"PATH": "/usr/bin:/bin", "MAILSLOT_DATABASE_URL": f"sqlite:///{tmp_path}/x.db"}
@@ -81,19 +116,41 @@ class TestDevelopment:
             "INBOUND_DOMAIN",
             "JWT_SECRET",
             "OPERATOR_TOKEN",
+            "URL_SIGNING_KEYS",
         }
+        assert settings.jwt_audience == "mailslot"
+        assert settings.docs_enabled is True
+
+
+class TestJwtKeys:
+    def test_a_json_object_names_each_key(self) -> None:
+        named = json.dumps({"2026-11": "a" * 40, "2026-12": "b" * 40})
+        settings = production(jwt_secret=named)
+        assert [(k.kid, k.secret.get_secret_value()) for k in settings.jwt_secret] == [
+            ("2026-11", "a" * 40),
+            ("2026-12", "b" * 40),
+        ]
+
+    def test_comma_separated_keys_have_no_names(self) -> None:
+        settings = production(jwt_secret=f"{'a' * 40},{'b' * 40}")
+        assert [k.kid for k in settings.jwt_secret] == [None, None]
+
+    @pytest.mark.parametrize("value", ['{"k1": ""}', '{"k1": 3}', '{"": "x"}', "{not json"])
+    def test_a_malformed_json_object_is_refused(self, value: str) -> None:
+        with pytest.raises(ValueError, match="JSON object"):
+            production(jwt_secret=value)
 
 
 class TestLists:
     def test_comma_separated_secrets_and_limits(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.setenv("MAILSLOT_MAILGUN_SIGNING_KEY", "key-one, key-two")
-        monkeypatch.setenv("MAILSLOT_INBOUND_PASSWORD", "a,b,c")
+        monkeypatch.setenv("MAILSLOT_MAILGUN_SIGNING_KEY", "key-one-0123456789, key-two-0123456789")
+        monkeypatch.setenv("MAILSLOT_INBOUND_PASSWORD", "a" * 16 + "," + "b" * 16 + "," + "c" * 16)
         monkeypatch.setenv("MAILSLOT_RATE_LIMITS", "5/60, 10/300")
         monkeypatch.setenv("MAILSLOT_CORS_ORIGINS", "https://app.example.com,https://x.example.com")
         settings = production()
         assert [k.get_secret_value() for k in settings.mailgun_signing_key] == [
-            "key-one",
-            "key-two",
+            "key-one-0123456789",
+            "key-two-0123456789",
         ]
         assert len(settings.inbound_password) == 3
         assert [(r.count, r.seconds) for r in settings.rate_limits] == [(5, 60), (10, 300)]

@@ -437,6 +437,10 @@ class TestExitCodes:
             {"MAILSLOT_RELAY_USERNAME": "user:name"},
             {"MAILSLOT_RELAY_TIMEOUT": "soon"},
             {"MAILSLOT_RELAY_URL": "ftp://127.0.0.1"},
+            {"MAILSLOT_RELAY_URL": "http://mailslot.example.com"},  # clear text off this host
+            {"MAILSLOT_RELAY_URL": "http://10.0.0.5:8000"},
+            {"MAILSLOT_RELAY_URL": "http://[2001:db8::1]:8000"},
+            {"MAILSLOT_RELAY_URL": "http://127.0.0.1.example.com"},
         ],
     )
     def test_missing_or_bad_configuration(
@@ -544,3 +548,22 @@ def test_runs_as_a_process_reading_stdin(
     assert result.stdout == b""
     assert result.stderr.decode().startswith(f"mailslot relay: HTTP {reply.status}")
     assert PASSWORD.encode() not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8000",
+        "http://127.0.0.2:8000",
+        "http://localhost:8000",
+        "http://[::1]:8000",
+        "https://mailslot.example.com",
+    ],
+)
+def test_plain_http_is_accepted_to_this_host_only(
+    monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    from app.config import RelaySettings
+
+    monkeypatch.setenv("MAILSLOT_RELAY_URL", url)
+    assert RelaySettings().url == url

@@ -28,32 +28,67 @@ class Principal:
         return self.role is Role.admin
 
 
+def _candidate_keys(header: dict[str, Any], settings: Settings) -> tuple[str, list[str]]:
+    """The algorithm and the keys to try: ``alg`` picks the key kind, ``kid`` one named key."""
+    alg = header.get("alg")
+    if alg == "HS256" and settings.jwt_secret:
+        keys = settings.jwt_secret
+    elif alg == "RS256" and settings.jwt_public_key:
+        keys = settings.jwt_public_key
+    else:
+        raise Unauthenticated("The token's algorithm is not accepted.")
+    kid = header.get("kid")
+    if kid is not None:
+        named = [k for k in keys if k.kid is not None]
+        if named:  # keys with ids: the token's kid names one, or none fits
+            keys = [k for k in named if k.kid == kid]
+            if not keys:
+                raise Unauthenticated("The token's key id is unknown.")
+    return alg, [k.secret.get_secret_value() for k in keys]
+
+
 def decode_user_token(token: str, settings: Settings) -> Principal:
-    """Verify the signature, ``exp`` (30 s leeway) and the claims; never trust ``alg`` alone."""
+    """Verify the signature, ``exp`` (30 s leeway), ``aud``, ``iss``, ``iat`` and the lifetime,
+    then the claims; never trust ``alg`` alone."""
     try:
         header = jwt.get_unverified_header(token)
     except jwt.PyJWTError as exc:
         raise Unauthenticated("The token is malformed.") from exc
-    alg = header.get("alg")
-    key: Any
-    if alg == "HS256" and settings.jwt_secret is not None:
-        key = settings.jwt_secret.get_secret_value()
-    elif alg == "RS256" and settings.jwt_public_key is not None:
-        key = settings.jwt_public_key.get_secret_value()
-    else:
-        raise Unauthenticated("The token's algorithm is not accepted.")
-    try:
-        claims = jwt.decode(
-            token,
-            key,
-            algorithms=[alg],
-            leeway=JWT_LEEWAY_SECONDS,
-            options={"require": ["exp", "sub", "platform", "role"], "verify_aud": False},
+    alg, keys = _candidate_keys(header, settings)
+    claims: dict[str, Any] | None = None
+    for key in keys:  # rotation: any configured key of the kind (or the one the kid names)
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[alg],
+                leeway=JWT_LEEWAY_SECONDS,
+                audience=settings.jwt_audience,
+                issuer=settings.jwt_issuer,
+                options={
+                    "require": ["exp", "iat", "sub", "platform", "role"],
+                    "verify_aud": settings.jwt_audience is not None,
+                    "verify_iss": settings.jwt_issuer is not None,
+                },
+            )
+            break
+        except jwt.InvalidSignatureError:
+            continue
+        except jwt.ExpiredSignatureError as exc:
+            raise Unauthenticated("The token has expired.") from exc
+        except jwt.InvalidAudienceError as exc:
+            raise Unauthenticated("The token is not meant for this service (aud).") from exc
+        except jwt.InvalidIssuerError as exc:
+            raise Unauthenticated("The token's issuer is not accepted (iss).") from exc
+        except (jwt.PyJWTError, ValueError) as exc:
+            raise Unauthenticated("The token is not valid.") from exc
+    if claims is None:
+        raise Unauthenticated("The token is not valid.")
+    lifetime = claims["exp"] - claims["iat"]
+    if not isinstance(lifetime, int | float) or lifetime > settings.jwt_max_lifetime_seconds:
+        raise Unauthenticated(
+            f"The token lives longer than {settings.jwt_max_lifetime_seconds} seconds (exp - iat)."
         )
-    except jwt.ExpiredSignatureError as exc:
-        raise Unauthenticated("The token has expired.") from exc
-    except (jwt.PyJWTError, ValueError) as exc:
-        raise Unauthenticated("The token is not valid.") from exc
     sub, platform, role = claims.get("sub"), claims.get("platform"), claims.get("role")
     if not isinstance(sub, str) or not sub or not isinstance(platform, str) or not platform:
         raise Unauthenticated("The token's sub and platform must be strings.")
@@ -70,8 +105,9 @@ def decode_user_token(token: str, settings: Settings) -> Principal:
 
 
 def check_operator_token(token: str, settings: Settings) -> None:
-    expected = settings.operator_token
-    if expected is None or not hmac.compare_digest(
-        token.encode(), expected.get_secret_value().encode()
-    ):
+    """Any one of the configured operator tokens (several during a rotation)."""
+    valid = False
+    for expected in settings.operator_token:  # every one compared: constant time overall
+        valid |= hmac.compare_digest(token.encode(), expected.get_secret_value().encode())
+    if not valid:
         raise Unauthenticated("The operator token is required.")

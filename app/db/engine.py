@@ -30,6 +30,9 @@ def is_sqlite(url: str) -> bool:
 
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     url = async_url(url)
+    # A database error's message never carries the statement's parameters: they hold mail
+    # subjects, bodies and names, and the message reaches the logs.
+    kwargs.setdefault("hide_parameters", True)
     if is_sqlite(url):
         database = make_url(url).database
         if database and database != ":memory:":

@@ -152,9 +152,10 @@ async def authorised_attachment(
 
     Also returns how long (seconds) a browser may keep it.
     """
-    if expires is not None and sig and service.signature_valid(attachment_id, expires, sig):
-        max_age = min(CACHE_MAX_AGE_SECONDS, max(0, expires - int(time.time())))
-        return await service.attachment(None, attachment_id), max_age
+    if expires is not None and sig:
+        signed = await service.signed_attachment(attachment_id, expires, sig)
+        if signed is not None:
+            return signed, min(CACHE_MAX_AGE_SECONDS, max(0, expires - int(time.time())))
     if credentials is None:
         raise Unauthenticated("A valid signed URL or a Bearer token is required.")
     user = await current_user(credentials, settings, session)

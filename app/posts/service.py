@@ -51,7 +51,7 @@ class PostService:
         self.posts = PostRepository(session)
         self.attachments = AttachmentRepository(session)
         self.groups = GroupService(session)
-        self.signing_key = signing.url_signing_key(settings)
+        self.signing_keys = signing.url_signing_keys(settings)
 
     async def _access(self, user: Principal, group_id: uuid.UUID, what: str) -> GroupAccess:
         try:
@@ -83,23 +83,31 @@ class PostService:
             raise Forbidden("Only platform admins and the group's managers may delete posts.")
         await self.posts.delete(post)
 
-    def signature_valid(self, attachment_id: uuid.UUID, expires: int, sig: str) -> bool:
-        return signing.verify(attachment_id, expires, sig, self.signing_key)
+    async def signed_attachment(
+        self, attachment_id: uuid.UUID, expires: int, sig: str
+    ) -> Attachment | None:
+        """The attachment when ``sig`` signs it (for its platform) and has not expired."""
+        found = await self.attachments.get_with_post(attachment_id)
+        if found is None:
+            return None
+        attachment, platform_id, _ = found
+        if not signing.verify(platform_id, attachment_id, expires, sig, self.signing_keys):
+            return None
+        return attachment
 
-    async def attachment(self, user: Principal | None, attachment_id: uuid.UUID) -> Attachment:
-        """An attachment: for ``user``, only one of a post they may see; ``None`` = signed URL."""
+    async def attachment(self, user: Principal, attachment_id: uuid.UUID) -> Attachment:
+        """An attachment of a post the user may see."""
         found = await self.attachments.get_with_post(attachment_id)
         if found is None:
             raise NotFound("No such attachment.")
         attachment, platform_id, group_id = found
-        if user is not None:
-            if platform_id != user.platform_id:
-                raise NotFound("No such attachment.")
-            await self._access(user, group_id, "attachment")
+        if platform_id != user.platform_id:
+            raise NotFound("No such attachment.")
+        await self._access(user, group_id, "attachment")
         return attachment
 
     def url(self, attachment: Attachment) -> str:
-        path = signing.signed_path(attachment.id, self.signing_key)
+        path = signing.signed_path(attachment.platform_id, attachment.id, self.signing_keys[0])
         base = self.settings.public_base_url
         return base.rstrip("/") + path if base else path
 

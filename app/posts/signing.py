@@ -13,37 +13,42 @@ DEFAULT_TTL_SECONDS = 900
 # Expiries are rounded up to this step, so reading a post twice within it gives the same URLs
 # and a browser's cache can serve them.
 EXPIRY_STEP_SECONDS = 60
-_KEY_CONTEXT = b"mailslot-attachment-url\0"
 
 
-def url_signing_key(settings: Settings) -> bytes:
-    """A key of its own, derived from the JWT secret (or the operator token)."""
-    secret = settings.jwt_secret or settings.operator_token
-    if secret is None:
-        raise RuntimeError("signing attachment URLs needs JWT_SECRET or OPERATOR_TOKEN")
-    return hashlib.sha256(_KEY_CONTEXT + secret.get_secret_value().encode()).digest()
+def url_signing_keys(settings: Settings) -> list[bytes]:
+    """``URL_SIGNING_KEYS``: the first signs, every one verifies (a rotation keeps old URLs)."""
+    if not settings.url_signing_keys:
+        raise RuntimeError("signing attachment URLs needs URL_SIGNING_KEYS")
+    return [key.get_secret_value().encode() for key in settings.url_signing_keys]
 
 
-def sign(attachment_id: uuid.UUID | str, expires: int, key: bytes) -> str:
-    message = f"{attachment_id}:{expires}".encode()
+def sign(platform_id: str, attachment_id: uuid.UUID | str, expires: int, key: bytes) -> str:
+    """The MAC names the tenant too: a URL is valid for one platform's attachment only."""
+    message = f"{len(platform_id)}:{platform_id}:{attachment_id}:{expires}".encode()
     return hmac.new(key, message, hashlib.sha256).hexdigest()
 
 
 def verify(
+    platform_id: str,
     attachment_id: uuid.UUID | str,
     expires: int,
     sig: str,
-    key: bytes,
+    keys: list[bytes],
     now: float | None = None,
 ) -> bool:
-    """True when ``sig`` signs this attachment and expiry, and the expiry has not passed."""
+    """True when ``sig`` signs this platform's attachment and expiry with any of ``keys``, and
+    the expiry has not passed."""
     if expires < (time.time() if now is None else now):
         return False
-    expected = sign(attachment_id, expires, key)
-    return hmac.compare_digest(expected.encode(), sig.encode())
+    valid = False
+    for key in keys:  # every key compared: constant time overall
+        expected = sign(platform_id, attachment_id, expires, key)
+        valid |= hmac.compare_digest(expected.encode(), sig.encode())
+    return valid
 
 
 def signed_path(
+    platform_id: str,
     attachment_id: uuid.UUID | str,
     key: bytes,
     ttl: int = DEFAULT_TTL_SECONDS,
@@ -54,5 +59,5 @@ def signed_path(
     expires = -(-moment // EXPIRY_STEP_SECONDS) * EXPIRY_STEP_SECONDS
     return (
         f"/v1/attachments/{attachment_id}/content"
-        f"?expires={expires}&sig={sign(attachment_id, expires, key)}"
+        f"?expires={expires}&sig={sign(platform_id, attachment_id, expires, key)}"
     )

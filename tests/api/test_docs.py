@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from html.parser import HTMLParser
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
+
+from app.config import Settings
+from app.main import create_app
+from tests.conftest import make_settings
 
 
 class _Assets(HTMLParser):
@@ -72,3 +77,31 @@ class TestIndex:
         assert links["openapi"] == "/openapi.json"
         for url in links.values():
             assert (await client.get(url)).status_code == 200, url
+
+
+class TestDocsSwitch:
+    async def test_production_serves_no_docs_unless_enabled(
+        self, database_url: str, tmp_path: Path
+    ) -> None:
+        production = {
+            "environment": "production",
+            "inbound_domain": "in.example.net",
+            "jwt_secret": "p" * 40,
+            "operator_token": "o" * 40,
+            "url_signing_keys": "u" * 40,
+        }
+        for enabled, expected in ((None, 404), (False, 404), (True, 200)):
+            settings = make_settings(database_url, tmp_path, **production, docs_enabled=enabled)
+            app = create_app(settings)
+            async with httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://t"
+            ) as c:
+                for path in ("/docs", "/redoc", "/openapi.json"):
+                    assert (await c.get(path)).status_code == expected, (enabled, path)
+                links = (await c.get("/")).json()["links"]
+            await app.state.engine.dispose()
+            assert ("docs" in links) is (expected == 200)
+
+    def test_elsewhere_docs_are_on_by_default(self, settings: Settings) -> None:
+        assert settings.environment == "test"
+        assert settings.docs_enabled is True

@@ -554,13 +554,15 @@ class TestAttachmentContent:
         query = parse_qs(urlsplit(first["url"]).query)
         expires, sig = int(query["expires"][0]), query["sig"][0]
         path = f"/v1/attachments/{first['id']}/content"
-        key = signing.url_signing_key(scene.app.state.settings)
+        key = signing.url_signing_keys(scene.app.state.settings)[0]
         past = int(time.time()) - 10
         tampered = [
             {"expires": expires, "sig": ("0" if sig[0] != "0" else "1") + sig[1:]},
             {"expires": expires + 60, "sig": sig},
-            {"expires": past, "sig": signing.sign(first["id"], past, key)},
-            {"expires": expires, "sig": signing.sign(second["id"], expires, key)},
+            {"expires": past, "sig": signing.sign(P, first["id"], past, key)},
+            {"expires": expires, "sig": signing.sign(P, second["id"], expires, key)},
+            # signed for another platform: the MAC names the tenant
+            {"expires": expires, "sig": signing.sign(FOREIGN, first["id"], expires, key)},
             {"expires": expires, "sig": "é" * 10},
             {"expires": expires},
             {"sig": sig},
@@ -618,22 +620,49 @@ class TestSigning:
 
     def test_signed_path_verifies_until_it_expires(self) -> None:
         attachment_id = uuid.uuid4()
-        path = signing.signed_path(attachment_id, self.KEY, ttl=900, now=1_000_000)
+        path = signing.signed_path(P, attachment_id, self.KEY, ttl=900, now=1_000_000)
         parsed = urlsplit(path)
         assert parsed.path == f"/v1/attachments/{attachment_id}/content"
         query = parse_qs(parsed.query)
         expires, sig = int(query["expires"][0]), query["sig"][0]
         assert 1_000_900 <= expires < 1_000_960
-        assert signing.verify(attachment_id, expires, sig, self.KEY, now=expires)
-        assert not signing.verify(attachment_id, expires, sig, self.KEY, now=expires + 1)
-        assert not signing.verify(attachment_id, expires, sig, b"other", now=1_000_000)
-        assert not signing.verify(uuid.uuid4(), expires, sig, self.KEY, now=1_000_000)
+        keys = [self.KEY]
+        assert signing.verify(P, attachment_id, expires, sig, keys, now=expires)
+        assert not signing.verify(P, attachment_id, expires, sig, keys, now=expires + 1)
+        assert not signing.verify(P, attachment_id, expires, sig, [b"other"], now=1_000_000)
+        assert not signing.verify(P, uuid.uuid4(), expires, sig, keys, now=1_000_000)
+        assert not signing.verify(FOREIGN, attachment_id, expires, sig, keys, now=1_000_000)
 
-    def test_key_depends_on_the_secret(self, app: FastAPI) -> None:
-        settings = app.state.settings
-        other = settings.model_copy(update={"jwt_secret": None})
-        assert signing.url_signing_key(settings) != signing.url_signing_key(other)
-        assert len(signing.url_signing_key(settings)) == 32
+    def test_every_key_verifies_and_the_first_signs(self) -> None:
+        attachment_id = uuid.uuid4()
+        old, new = b"old-key", b"new-key"
+        sig = signing.sign(P, attachment_id, 2_000_000, old)
+        assert signing.verify(P, attachment_id, 2_000_000, sig, [new, old], now=1_000_000)
+        assert not signing.verify(P, attachment_id, 2_000_000, sig, [new], now=1_000_000)
+
+    def test_a_platform_id_cannot_borrow_from_the_attachment_id(self) -> None:
+        """The message is length-prefixed: no other split of the same bytes signs alike."""
+        attachment_id = "b"
+        assert signing.sign("a:", attachment_id, 1, self.KEY) != signing.sign(
+            "a", ":" + attachment_id, 1, self.KEY
+        )
+
+    async def test_urls_do_not_depend_on_the_jwt_secret_or_the_operator_token(
+        self, client: httpx.AsyncClient, scene: Scene
+    ) -> None:
+        """An operator (or whoever holds the JWT secret) cannot mint an attachment URL."""
+        settings = scene.app.state.settings
+        post = await add_post(scene.app, scene, files=[File("a.png", "image/png", PNG)])
+        attachment = await attachment_of(client, post)
+        query = parse_qs(urlsplit(attachment["url"]).query)
+        expires, sig = int(query["expires"][0]), query["sig"][0]
+        for secret in (settings.operator_token[0], settings.jwt_secret[0].secret):
+            forged = signing.sign(P, attachment["id"], expires, secret.get_secret_value().encode())
+            assert forged != sig
+            r = await client.get(
+                attachment["url"].split("?")[0], params={"expires": expires, "sig": forged}
+            )
+            assert_problem(r, 401, "unauthenticated")
 
 
 class TestHelpers:

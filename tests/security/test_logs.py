@@ -27,7 +27,7 @@ import pytest
 from app.config import DEV_OPERATOR_TOKEN, Settings
 from app.logging import redact
 from tests import databases
-from tests.auth import JWT_SECRET, OPERATOR_TOKEN, bearer
+from tests.auth import JWT_AUDIENCE, JWT_ISSUER, JWT_SECRET, OPERATOR_TOKEN, bearer
 from tests.conftest import make_settings
 from tests.factories import World
 from tests.inbound.payloads import (
@@ -373,6 +373,8 @@ def test_the_real_server_logs_no_secret(tmp_path: Path, server_socket: socket.so
         "MAILSLOT_BLOB_DIR": str(tmp_path / "blobs"),
         "MAILSLOT_INBOUND_DOMAIN": DOMAIN,
         "MAILSLOT_JWT_SECRET": JWT_SECRET,
+        "MAILSLOT_JWT_AUDIENCE": JWT_AUDIENCE,
+        "MAILSLOT_JWT_ISSUER": JWT_ISSUER,
         "MAILSLOT_MAILGUN_SIGNING_KEY": MAILGUN_KEY,
         "MAILSLOT_INBOUND_USERNAME": INBOUND_USER,
         "MAILSLOT_INBOUND_PASSWORD": INBOUND_PASSWORD,
@@ -442,3 +444,27 @@ def test_a_record_refilled_from_a_dict_is_redacted_again() -> None:
     record = logging.makeLogRecord({"msg": "mail to %s", "args": ("news.k3x9@in.example.com",)})
     RedactingFilter().filter(record)
     assert record.getMessage() == "mail to <redacted>@in.example.com"
+
+
+async def test_a_database_error_logs_no_statement_parameter(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A failed statement's error names the SQL, never the values bound to it."""
+    import sqlalchemy as sa
+
+    from app.db.engine import create_engine
+
+    subject = "Confidential: the board's salary review"
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            with pytest.raises(sa.exc.DBAPIError) as failure:
+                await conn.execute(
+                    sa.text("SELECT :subject FROM table_that_is_not_there"), {"subject": subject}
+                )
+        logging.getLogger("mailslot").error("statement failed", exc_info=failure.value)
+    finally:
+        await engine.dispose()
+    assert "table_that_is_not_there" in caplog.text  # the error itself is logged
+    assert subject not in caplog.text
+    assert subject not in str(failure.value)
