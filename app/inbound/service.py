@@ -414,7 +414,10 @@ class InboundService:
         integration = plan.integration
         limit = self.settings.max_attachment_bytes
         oversize = [a for a in email.attachments if not a.kept or a.size > limit]
-        if not integration.enabled:
+        if integration.deleted_at is not None:
+            # The address is no longer anyone's; the refusal is logged for its platform.
+            plan.status, plan.reason = DeliveryStatus.rejected, RejectionReason.unknown_recipient
+        elif not integration.enabled:
             plan.status, plan.reason = DeliveryStatus.rejected, RejectionReason.integration_disabled
         elif is_auto_reply(email):
             plan.status, plan.reason = DeliveryStatus.rejected, RejectionReason.auto_reply

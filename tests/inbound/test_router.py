@@ -8,6 +8,7 @@ import html
 import json
 import time
 from collections import Counter
+from typing import Any
 
 import httpx
 import pytest
@@ -371,6 +372,113 @@ class TestRules:
         )
         assert r.status_code == 200
         assert len(r.json()["post_ids"]) == 2
+
+
+async def _unrouted(client: httpx.AsyncClient) -> list[dict[str, Any]]:
+    r = await client.get("/v1/unrouted-deliveries", headers=OPERATOR)
+    assert r.status_code == 200, r.text
+    items: list[dict[str, Any]] = r.json()["items"]
+    return items
+
+
+class TestMailToADeletedIntegration:
+    @pytest.mark.parametrize("provider", PROVIDERS)
+    async def test_is_refused_as_an_unknown_recipient_and_logged_for_its_platform(
+        self, client: httpx.AsyncClient, inbox: Inbox, provider: str
+    ) -> None:
+        await inbox.world.delete_integration(inbox.integration["id"])
+        r = await client.post(**provider_request(provider, inbox.address))
+        assert r.status_code == REFUSED_CODE[provider], r.text
+        assert (r.json()["status"], r.json()["reason"]) == ("rejected", "unknown_recipient")
+        assert await inbox.posts() == []
+        [delivery] = await inbox.deliveries()
+        assert r.json()["delivery_ids"] == [delivery["id"]]
+        assert delivery["integration_id"] == inbox.integration["id"]
+        assert (delivery["status"], delivery["reason"]) == ("rejected", "unknown_recipient")
+        assert delivery["provider"] == provider
+        assert await _unrouted(client) == []
+
+    @pytest.mark.parametrize("provider", PROVIDERS)
+    async def test_a_retry_is_refused_the_same_and_logged_once(
+        self, client: httpx.AsyncClient, inbox: Inbox, provider: str
+    ) -> None:
+        await inbox.world.delete_integration(inbox.integration["id"])
+        request = provider_request(provider, inbox.address)
+        first = await client.post(**request)
+        again = await client.post(**request)
+        assert again.status_code == first.status_code == REFUSED_CODE[provider]
+        assert again.json() == first.json()
+        assert len(await inbox.deliveries()) == 1
+
+    @pytest.mark.parametrize("provider", ["mailgun", "postmark", "mime"])
+    async def test_a_retry_of_mail_posted_before_the_deletion_is_still_a_duplicate(
+        self, client: httpx.AsyncClient, inbox: Inbox, provider: str
+    ) -> None:
+        request = provider_request(provider, inbox.address)
+        first = await client.post(**request)
+        assert (first.status_code, first.json()["status"]) == (200, "accepted")
+        await inbox.world.delete_integration(inbox.integration["id"])
+        again = await client.post(**request)
+        assert (again.status_code, again.json()["status"]) == (200, "duplicate")
+        assert again.json()["post_ids"] == first.json()["post_ids"]
+        assert len(await inbox.posts()) == 1
+        deliveries = await inbox.deliveries()
+        assert [d["status"] for d in deliveries] == ["duplicate", "accepted"]
+        assert {d["integration_id"] for d in deliveries} == {inbox.integration["id"]}
+
+    @pytest.mark.parametrize("provider", ["mailgun", "sendgrid", "mime"])
+    async def test_mail_to_a_live_and_a_deleted_one_is_posted_once_and_both_are_logged(
+        self, client: httpx.AsyncClient, inbox: Inbox, provider: str
+    ) -> None:
+        gone = await inbox.world.integration(inbox.group, "Gone")
+        await inbox.world.delete_integration(gone["id"])
+        r = await client.post(**provider_request(provider, gone["address"], inbox.address))
+        assert (r.status_code, r.json()["status"]) == (200, "accepted"), r.text
+        assert len(await inbox.posts()) == 1
+        logged = {d["integration_id"]: d for d in await inbox.deliveries()}
+        assert logged[inbox.integration["id"]]["status"] == "accepted"
+        refused = logged[gone["id"]]
+        assert (refused["status"], refused["reason"]) == ("rejected", "unknown_recipient")
+        assert refused["post_id"] is None
+
+    async def test_an_integration_deleted_with_its_group_is_refused_the_same_way(
+        self, client: httpx.AsyncClient, inbox: Inbox
+    ) -> None:
+        r = await client.delete(f"/v1/groups/{inbox.group}", headers=bearer("root"))
+        assert r.status_code == 204
+        r = await client.post(**provider_request("mailgun", inbox.address))
+        assert (r.status_code, r.json()["reason"]) == (406, "unknown_recipient")
+        [delivery] = await inbox.deliveries()
+        assert delivery["integration_id"] == inbox.integration["id"]
+
+    async def test_a_payload_too_complex_to_read_is_logged_there_with_its_own_reason(
+        self, client: httpx.AsyncClient, inbox: Inbox
+    ) -> None:
+        await inbox.world.delete_integration(inbox.integration["id"])
+        head = b"To: " + inbox.address.encode() + b"\r\nSubject: bomb\r\n"
+        nested = b"".join(
+            f'Content-Type: multipart/mixed; boundary="b{i}"\r\n\r\n--b{i}\r\n'.encode()
+            for i in range(200)
+        )
+        r = await client.post(
+            "/inbound/mime",
+            params={"recipient": inbox.address},
+            content=head + nested + b"Content-Type: text/plain\r\n\r\nx\r\n",
+            headers=basic(),
+        )
+        assert (r.status_code, r.json()["reason"]) == (422, "message_too_complex")
+        [delivery] = await inbox.deliveries()
+        assert delivery["integration_id"] == inbox.integration["id"]
+        assert await _unrouted(client) == []
+
+    async def test_mail_to_no_integration_at_all_stays_the_operators(
+        self, client: httpx.AsyncClient, inbox: Inbox
+    ) -> None:
+        r = await client.post(**provider_request("postmark", "nobody.x@in.example.com"))
+        assert (r.status_code, r.json()["reason"]) == (403, "unknown_recipient")
+        assert await inbox.deliveries() == []
+        [unrouted] = await _unrouted(client)
+        assert unrouted["integration_id"] is None
 
 
 class TestProviderRetries:
