@@ -8,6 +8,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, cast
 
@@ -51,10 +52,7 @@ def _statements(dialect: str) -> dict[str, Any]:
         .on_conflict_do_nothing(index_elements=["integration_id", "dedupe_key"])
         .returning(POSTS.c.id),
         "integrations": sa.select(INTEGRATIONS)
-        .where(
-            INTEGRATIONS.c.address.in_(sa.bindparam("addresses", expanding=True)),
-            INTEGRATIONS.c.deleted_at.is_(None),
-        )
+        .where(INTEGRATIONS.c.address.in_(sa.bindparam("addresses", expanding=True)))
         .order_by(INTEGRATIONS.c.created_at, INTEGRATIONS.c.id),
         "delivery": sa.insert(DELIVERIES),
         "attachment": sa.insert(ATTACHMENTS),
@@ -77,7 +75,8 @@ class InboundRepository:
         self.sql = STATEMENTS[dialect]
 
     async def routes(self, addresses: Sequence[str]) -> list[Route]:
-        """The live integrations at these addresses, oldest first."""
+        """The integrations at these addresses (deleted ones too: their mail is refused, and
+        logged for their platform), oldest first."""
         if not addresses:
             return []
         result = await self.session.execute(
@@ -185,6 +184,7 @@ class Route:
     enabled: bool
     allowed_senders: list[str]
     oversize_attachments: OversizePolicy
+    deleted_at: datetime | None
 
 
 def _route(row: Any) -> Route:
@@ -196,6 +196,7 @@ def _route(row: Any) -> Route:
         enabled=bool(row["enabled"]),
         allowed_senders=list(row["allowed_senders"] or []),
         oversize_attachments=OversizePolicy(row["oversize_attachments"]),
+        deleted_at=row["deleted_at"],
     )
 
 
@@ -207,8 +208,9 @@ class FreshEvent(ABC):
     async def claim_and_route(
         self, provider: str, token: str, delivery_id: uuid.UUID, addresses: Sequence[str]
     ) -> list[Route]:
-        """Claim the token (pointing at ``delivery_id``) and read the live integrations at these
-        addresses; [] when the token was claimed before or no integration is there."""
+        """Claim the token (pointing at ``delivery_id``) and read the integrations at these
+        addresses (deleted ones too); [] when the token was claimed before or no integration is
+        there."""
 
     @abstractmethod
     async def count_in_windows(
@@ -238,8 +240,8 @@ class FreshEvent(ABC):
         delivery: Mapping[str, Any],
         attachments: Sequence[Mapping[str, Any]] = (),
     ) -> Route | None:
-        """The common case in one statement, outside any transaction: when exactly one live
-        integration is at these addresses, enabled, with a group and no sender restriction,
+        """The common case in one statement, outside any transaction: when exactly one
+        integration is at these addresses, live, enabled, with a group and no sender restriction,
         claim the token and write the post, its attachments and its ``accepted`` delivery
         (platform, group and integration taken from that row). The integration when done; None
         when nothing was written (the token was seen, or the integration is another case):
@@ -302,17 +304,19 @@ class _CoreFreshEvent(FreshEvent):
 # PostgreSQL: the same work on the driver's connection (asyncpg), each step one statement that
 # commits by itself unless a transaction was begun. JSON columns take JSON text (the codec
 # SQLAlchemy's dialect installs on each connection). Attachments go in as arrays (unnest).
-_ROUTE_COLUMNS = "id, platform_id, group_id, enabled, allowed_senders, oversize_attachments"
-_LIVE_AT = "address = ANY($1::varchar[]) AND deleted_at IS NULL"
+_ROUTE_COLUMNS = (
+    "id, platform_id, group_id, enabled, allowed_senders, oversize_attachments, deleted_at"
+)
+_AT = "address = ANY($1::varchar[])"  # deleted integrations too (see InboundRepository.routes)
 _PG_CLAIM_AND_ROUTE = f"""
 WITH claim AS (
     INSERT INTO provider_tokens (provider, token, delivery_id, created_at)
-    SELECT $2, $3, $4, $5 WHERE EXISTS (SELECT FROM integrations WHERE {_LIVE_AT})
+    SELECT $2, $3, $4, $5 WHERE EXISTS (SELECT FROM integrations WHERE {_AT})
     ON CONFLICT (provider, token) DO NOTHING
     RETURNING 1
 )
 SELECT {_ROUTE_COLUMNS} FROM integrations
-WHERE {_LIVE_AT} AND EXISTS (SELECT FROM claim)
+WHERE {_AT} AND EXISTS (SELECT FROM claim)
 ORDER BY created_at, id
 """  # noqa: S608 - module constants only
 _PG_COUNT = """
@@ -398,12 +402,12 @@ _PG_WRITE = (
 _PG_POST_AT_ONCE = f"""
 WITH route AS (
     SELECT id, platform_id, group_id, enabled, allowed_senders::text AS senders,
-           oversize_attachments
-    FROM integrations WHERE {_LIVE_AT}
+           oversize_attachments, deleted_at
+    FROM integrations WHERE {_AT}
 ),
 target AS (
     SELECT id AS integration_id, platform_id, group_id, oversize_attachments FROM route
-    WHERE enabled AND group_id IS NOT NULL AND senders = '[]'
+    WHERE deleted_at IS NULL AND enabled AND group_id IS NOT NULL AND senders = '[]'
       AND (SELECT count(*) FROM route) = 1
 ),
 claim AS (
@@ -415,7 +419,7 @@ claim AS (
 claimed AS (SELECT * FROM target WHERE EXISTS (SELECT FROM claim)),
 {_write_sql("claimed", 6)}
 SELECT integration_id AS id, platform_id, group_id, TRUE AS enabled, oversize_attachments,
-       '[]'::json AS allowed_senders
+       '[]'::json AS allowed_senders, NULL::timestamptz AS deleted_at
 FROM target WHERE EXISTS (SELECT FROM delivery)
 """  # noqa: S608 - module constants only
 

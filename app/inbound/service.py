@@ -44,12 +44,6 @@ class InfrastructureFailure(Exception):
     """The database or the disk failed: the provider should retry (503)."""
 
 
-class _AlreadyDone(Exception):
-    def __init__(self, outcomes: list[DeliveryOutcome]) -> None:
-        super().__init__("already delivered")
-        self.outcomes = outcomes
-
-
 @dataclass(frozen=True)
 class DeliveryOutcome:
     status: DeliveryStatus
@@ -231,8 +225,10 @@ class InboundService:
                 # One query for both: the ones that ended, and the retryable ones.
                 seen = await repo.deliveries_by_key(key, (*FINAL_STATUSES, *RETRYABLE))
                 earlier = [d for d in seen if d.status in FINAL_STATUSES]
-                if earlier:
-                    return [self._repeat(d, probe) for d in earlier]
+                if earlier:  # the provider's retry
+                    outcomes = await self._again(repo, session, email, key, earlier, probe=probe)
+                    await session.commit()
+                    return outcomes
                 known = True
                 tried = [d for d in seen if d.status in RETRYABLE]
                 if tried and not await self._same_content(email, tried):
@@ -418,7 +414,10 @@ class InboundService:
         integration = plan.integration
         limit = self.settings.max_attachment_bytes
         oversize = [a for a in email.attachments if not a.kept or a.size > limit]
-        if not integration.enabled:
+        if integration.deleted_at is not None:
+            # The address is no longer anyone's; the refusal is logged for its platform.
+            plan.status, plan.reason = DeliveryStatus.rejected, RejectionReason.unknown_recipient
+        elif not integration.enabled:
             plan.status, plan.reason = DeliveryStatus.rejected, RejectionReason.integration_disabled
         elif is_auto_reply(email):
             plan.status, plan.reason = DeliveryStatus.rejected, RejectionReason.auto_reply
@@ -559,20 +558,17 @@ class InboundService:
         stored = await content.store_attachments(email, self.blobs) if to_post else email
         kept = await content.keep(email, self.blobs) if refused else None
         outcomes: list[DeliveryOutcome] = []
-        try:
-            async with self.sessionmaker.begin() as session:
-                repo = InboundRepository(session)
-                if email.event_id and not await repo.claim_token(email.provider, email.event_id):
-                    # Seen before (perhaps a moment ago, by a concurrent request): answer as then.
-                    earlier = await repo.deliveries_by_key(key)
-                    if earlier:
-                        raise _AlreadyDone([self._repeat(d) for d in earlier])
-                for plan in plans:
-                    outcomes.append(await self._write_one(repo, session, stored, key, plan, kept))
-                if email.event_id and outcomes and outcomes[0].delivery_id is not None:
-                    await repo.point_token(email.provider, email.event_id, outcomes[0].delivery_id)
-        except _AlreadyDone as done:  # raised inside the transaction so that it rolls back
-            return done.outcomes
+        async with self.sessionmaker.begin() as session:
+            repo = InboundRepository(session)
+            if email.event_id and not await repo.claim_token(email.provider, email.event_id):
+                # Seen before (perhaps a moment ago, by a concurrent request): a retry of that.
+                earlier = await repo.deliveries_by_key(key)
+                if earlier:
+                    return await self._again(repo, session, email, key, earlier)
+            for plan in plans:
+                outcomes.append(await self._write_one(repo, session, stored, key, plan, kept))
+            if email.event_id and outcomes and outcomes[0].delivery_id is not None:
+                await repo.point_token(email.provider, email.event_id, outcomes[0].delivery_id)
         if self.settings.test_crash_after_commit:
             os._exit(137)  # test failpoint: the process dies after commit, before it answers
         return outcomes
@@ -588,11 +584,12 @@ class InboundService:
         target: Delivery | None = None,
     ) -> DeliveryOutcome:
         integration = plan.integration
-        owner = {"platform_id": integration.platform_id, "integration_id": integration.id}
+        owner: dict[str, Any] = {
+            "platform_id": integration.platform_id,
+            "integration_id": integration.id,
+        }
         if plan.previous is not None:
-            if plan.previous.status is DeliveryStatus.rejected:
-                return self._repeat(plan.previous)
-            return await self._duplicate(repo, session, email, key, integration, owner)
+            return await self._seen_before(repo, session, email, key, plan.previous)
         if plan.status is not None:
             return await self._record(
                 session,
@@ -606,7 +603,7 @@ class InboundService:
             )
         post_id = await self._add_post(repo, email, key, plan)
         if post_id is None:  # a concurrent delivery of the same mail committed first
-            return await self._duplicate(repo, session, email, key, integration, owner)
+            return await self._duplicate(repo, session, email, key, **owner)
         return await self._record(
             session, target, email, key, status=DeliveryStatus.accepted, post_id=post_id, **owner
         )
@@ -631,18 +628,90 @@ class InboundService:
             integration_id=delivery.integration_id,
         )
 
+    async def _again(
+        self,
+        repo: InboundRepository,
+        session: AsyncSession,
+        email: InboundEmail,
+        key: str,
+        earlier: Sequence[Delivery],
+        *,
+        probe: bool = False,
+    ) -> list[DeliveryOutcome]:
+        """A provider event seen before (its deliveries, oldest first): each integration's first
+        delivery of it is seen again (``_seen_before``). The new rows describe the mail as the
+        first delivery recorded it: the signature does not cover the body, so a replayed
+        token's body, and the recipients it names, are written to nobody's log."""
+        firsts: dict[uuid.UUID | None, Delivery] = {}
+        for delivery in earlier:  # an integration's later rows are duplicates of its first
+            firsts.setdefault(delivery.integration_id, delivery)
+        return [
+            await self._seen_before(repo, session, email, key, first, probe=probe, as_first=True)
+            for first in firsts.values()
+        ]
+
+    async def _seen_before(
+        self,
+        repo: InboundRepository,
+        session: AsyncSession,
+        email: InboundEmail,
+        key: str,
+        previous: Delivery,
+        *,
+        probe: bool = False,
+        as_first: bool = False,
+    ) -> DeliveryOutcome:
+        """A mail that ``previous`` (an integration's first final delivery of it) ended for good:
+        a refusal is answered as the first time, with no new row; an accepted mail adds a
+        ``duplicate`` row pointing at its post. ``as_first``: the row repeats what
+        ``previous`` recorded of the mail (envelope, sender, subject, size, verdicts)."""
+        if previous.status is DeliveryStatus.rejected or previous.integration_id is None:
+            return self._repeat(previous, probe)
+        described = (
+            {
+                "envelope_from": previous.envelope_from,
+                "envelope_to": previous.envelope_to,
+                "from": previous.from_,
+                "subject": previous.subject,
+                "size_bytes": previous.size_bytes,
+                "message_id": previous.message_id,
+                "spf": previous.spf,
+                "dkim": previous.dkim,
+            }
+            if as_first
+            else {}
+        )
+        return await self._duplicate(
+            repo,
+            session,
+            email,
+            key,
+            platform_id=previous.platform_id,
+            integration_id=previous.integration_id,
+            **described,
+        )
+
     async def _duplicate(
         self,
         repo: InboundRepository,
         session: AsyncSession,
         email: InboundEmail,
         key: str,
-        integration: Integration | Route,
-        owner: dict[str, Any],
+        *,
+        integration_id: uuid.UUID,
+        **values: Any,
     ) -> DeliveryOutcome:
-        post_id = await repo.post_id_for(integration.id, key)
+        """The ``duplicate`` row of a mail the integration posted before, pointing at that post."""
+        post_id = await repo.post_id_for(integration_id, key)
         return await self._record(
-            session, None, email, key, status=DeliveryStatus.duplicate, post_id=post_id, **owner
+            session,
+            None,
+            email,
+            key,
+            status=DeliveryStatus.duplicate,
+            post_id=post_id,
+            integration_id=integration_id,
+            **values,
         )
 
     async def _add_post(

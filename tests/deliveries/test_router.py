@@ -67,22 +67,72 @@ class TestDeliveryLog:
         r = await client.get(f"/v1/deliveries/{delivery['id']}", headers=bearer("root", "p2"))
         assert r.status_code == 404
 
-    async def test_mail_to_a_deleted_integration_is_unknown_but_old_posts_stay(
+
+class TestMailToADeletedIntegration:
+    async def _deleted_then_mailed(self, client: httpx.AsyncClient, inbox: Inbox) -> httpx.Response:
+        assert (await _post(client, postmark_json(inbox.address))).status_code == 200
+        await inbox.world.delete_integration(inbox.integration["id"])
+        r = await _post(client, postmark_json(inbox.address, subject="Still writing"))
+        assert (r.status_code, r.json()["reason"]) == (403, "unknown_recipient")
+        return r
+
+    async def test_the_admin_finds_it_with_the_status_and_reason_filter(
         self, client: httpx.AsyncClient, inbox: Inbox
     ) -> None:
-        assert (await _post(client, postmark_json(inbox.address))).status_code == 200
-        r = await client.delete(
-            f"/v1/integrations/{inbox.integration['id']}", headers=bearer("root")
+        r = await self._deleted_then_mailed(client, inbox)
+        [delivery_id] = r.json()["delivery_ids"]
+        r = await client.get(
+            "/v1/deliveries",
+            params={"status": "rejected", "reason": "unknown_recipient"},
+            headers=bearer("root"),
         )
-        assert r.status_code == 204
-        r = await _post(client, postmark_json(inbox.address))
-        assert (r.status_code, r.json()["reason"]) == (403, "unknown_recipient")
-        assert len(await inbox.posts()) == 1
+        assert r.status_code == 200
+        [delivery] = r.json()["items"]
+        assert delivery["id"] == delivery_id
+        assert delivery["integration_id"] == inbox.integration["id"]
+        assert delivery["subject"] == "Still writing"
+        assert delivery["post_id"] is None
+        r = await client.get(f"/v1/deliveries/{delivery_id}", headers=bearer("root"))
+        assert (r.status_code, r.json()["reason"]) == (200, "unknown_recipient")
+        assert len(await inbox.posts()) == 1  # the post made before the deletion stays
+
+    async def test_the_deleted_integration_and_its_log_still_answer_404(
+        self, client: httpx.AsyncClient, inbox: Inbox
+    ) -> None:
+        await self._deleted_then_mailed(client, inbox)
+        integration = f"/v1/integrations/{inbox.integration['id']}"
+        assert (await client.get(integration, headers=bearer("root"))).status_code == 404
+        r = await client.get(f"{integration}/deliveries", headers=bearer("root"))
+        assert (r.status_code, r.json()["code"]) == (404, "not_found")
+
+    async def test_the_operator_no_longer_sees_it_as_unrouted(
+        self, client: httpx.AsyncClient, inbox: Inbox
+    ) -> None:
+        await self._deleted_then_mailed(client, inbox)
         r = await client.get("/v1/unrouted-deliveries", headers=OPERATOR)
-        assert [d["reason"] for d in r.json()["items"]] == ["unknown_recipient"]
+        assert r.json()["items"] == []
+        unknown = await _post(client, postmark_json("nobody.x@in.example.com"))
+        assert unknown.status_code == 403
+        r = await client.get("/v1/unrouted-deliveries", headers=OPERATOR)
+        assert [d["id"] for d in r.json()["items"]] == unknown.json()["delivery_ids"]
         assert (
             await client.get("/v1/unrouted-deliveries", headers=bearer("root"))
         ).status_code == 401
+
+    async def test_another_platforms_admin_never_sees_it(
+        self, client: httpx.AsyncClient, inbox: Inbox
+    ) -> None:
+        r = await self._deleted_then_mailed(client, inbox)
+        [delivery_id] = r.json()["delivery_ids"]
+        await inbox.world.platform("p2")
+        other = bearer("root", "p2")
+        r = await client.get(
+            "/v1/deliveries",
+            params={"status": "rejected", "reason": "unknown_recipient"},
+            headers=other,
+        )
+        assert r.json()["items"] == []
+        assert (await client.get(f"/v1/deliveries/{delivery_id}", headers=other)).status_code == 404
 
 
 class TestOurFailures:
@@ -129,6 +179,22 @@ class TestOurFailures:
         r = await _post(client, payload)
         assert (r.status_code, r.json()["status"]) == (200, "accepted")
         assert len(await inbox.posts()) == 1
+
+    async def test_replay_after_the_integration_was_deleted_refuses_it_as_unknown(
+        self, client: httpx.AsyncClient, inbox: Inbox, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        import app.inbound.service as service
+
+        monkeypatch.setattr(service, "sanitize_html", lambda html: 1 / 0)
+        r = await _post(client, postmark_json(inbox.address, html="<p>hi</p>"))
+        assert r.status_code == 500
+        monkeypatch.undo()
+        [failed] = r.json()["delivery_ids"]
+        await inbox.world.delete_integration(inbox.integration["id"])
+        r = await client.post(f"/v1/deliveries/{failed}/replay", headers=bearer("root"))
+        assert r.status_code == 200, r.text
+        assert (r.json()["status"], r.json()["reason"]) == ("rejected", "unknown_recipient")
+        assert await inbox.posts() == []
 
     async def test_disk_full_answers_503_and_keeps_nothing_half_made(
         self, client: httpx.AsyncClient, inbox: Inbox, monkeypatch: pytest.MonkeyPatch

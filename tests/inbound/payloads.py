@@ -62,6 +62,25 @@ def mailgun_form(
     return fields
 
 
+def sendgrid_form(
+    recipient: str,
+    *,
+    sender: str = "alice@example.org",
+    from_: str = "Alice Example <alice@example.org>",
+    subject: str = "Hello",
+    text: str = "Hello group",
+) -> dict[str, str]:
+    """SendGrid Inbound Parse, parsed mode (no attachments: a urlencoded form will do)."""
+    return {
+        "envelope": json.dumps({"to": [recipient], "from": sender}),
+        "from": from_,
+        "subject": subject,
+        "text": text,
+        "headers": f"Message-ID: {make_msgid(domain='example.org')}\nFrom: {from_}\n",
+        "charsets": json.dumps({"text": "utf-8", "subject": "UTF-8", "from": "UTF-8"}),
+    }
+
+
 def mime_message(
     to: str,
     *,
@@ -132,3 +151,30 @@ def postmark_attachment(
         "ContentLength": len(data),
         "ContentID": content_id,
     }
+
+
+PROVIDERS = ("mailgun", "sendgrid", "postmark", "mime")
+# What each provider is answered for a refusal (DESIGN.md, "Inbound webhooks").
+REFUSED_CODE = {"mailgun": 406, "sendgrid": 200, "postmark": 403, "mime": 422}
+
+
+def provider_request(provider: str, *recipients: str) -> dict[str, Any]:
+    """``client.post`` arguments for one mail to ``recipients``, as ``provider`` sends it;
+    sending them again is that provider's retry (same token, same MessageID, same bytes)."""
+    if provider == "mailgun":
+        return {"url": "/inbound/mailgun", "data": mailgun_form(",".join(recipients))}
+    if provider == "sendgrid":
+        fields = sendgrid_form(recipients[0])
+        fields["envelope"] = json.dumps({"to": list(recipients), "from": "alice@example.org"})
+        return {"url": "/inbound/sendgrid", "data": fields, "headers": basic()}
+    if provider == "postmark":  # one OriginalRecipient per payload
+        [recipient] = recipients
+        return {"url": "/inbound/postmark", "json": postmark_json(recipient), "headers": basic()}
+    if provider == "mime":
+        return {
+            "url": "/inbound/mime",
+            "params": [("recipient", r) for r in recipients],
+            "content": mime_message(", ".join(recipients)),
+            "headers": {**basic(), "Content-Type": "message/rfc822"},
+        }
+    raise ValueError(provider)

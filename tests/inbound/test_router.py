@@ -7,6 +7,8 @@ import hashlib
 import html
 import json
 import time
+from collections import Counter
+from typing import Any
 
 import httpx
 import pytest
@@ -14,11 +16,14 @@ import pytest
 from tests.auth import OPERATOR, bearer
 from tests.inbound.conftest import Inbox
 from tests.inbound.payloads import (
+    PROVIDERS,
+    REFUSED_CODE,
     basic,
     mailgun_form,
     mime_message,
     postmark_attachment,
     postmark_json,
+    provider_request,
     sign_mailgun,
 )
 
@@ -369,6 +374,199 @@ class TestRules:
         assert len(r.json()["post_ids"]) == 2
 
 
+async def _unrouted(client: httpx.AsyncClient) -> list[dict[str, Any]]:
+    r = await client.get("/v1/unrouted-deliveries", headers=OPERATOR)
+    assert r.status_code == 200, r.text
+    items: list[dict[str, Any]] = r.json()["items"]
+    return items
+
+
+class TestMailToADeletedIntegration:
+    @pytest.mark.parametrize("provider", PROVIDERS)
+    async def test_is_refused_as_an_unknown_recipient_and_logged_for_its_platform(
+        self, client: httpx.AsyncClient, inbox: Inbox, provider: str
+    ) -> None:
+        await inbox.world.delete_integration(inbox.integration["id"])
+        r = await client.post(**provider_request(provider, inbox.address))
+        assert r.status_code == REFUSED_CODE[provider], r.text
+        assert (r.json()["status"], r.json()["reason"]) == ("rejected", "unknown_recipient")
+        assert await inbox.posts() == []
+        [delivery] = await inbox.deliveries()
+        assert r.json()["delivery_ids"] == [delivery["id"]]
+        assert delivery["integration_id"] == inbox.integration["id"]
+        assert (delivery["status"], delivery["reason"]) == ("rejected", "unknown_recipient")
+        assert delivery["provider"] == provider
+        assert await _unrouted(client) == []
+
+    @pytest.mark.parametrize("provider", PROVIDERS)
+    async def test_a_retry_is_refused_the_same_and_logged_once(
+        self, client: httpx.AsyncClient, inbox: Inbox, provider: str
+    ) -> None:
+        await inbox.world.delete_integration(inbox.integration["id"])
+        request = provider_request(provider, inbox.address)
+        first = await client.post(**request)
+        again = await client.post(**request)
+        assert again.status_code == first.status_code == REFUSED_CODE[provider]
+        assert again.json() == first.json()
+        assert len(await inbox.deliveries()) == 1
+
+    @pytest.mark.parametrize("provider", ["mailgun", "postmark", "mime"])
+    async def test_a_retry_of_mail_posted_before_the_deletion_is_still_a_duplicate(
+        self, client: httpx.AsyncClient, inbox: Inbox, provider: str
+    ) -> None:
+        request = provider_request(provider, inbox.address)
+        first = await client.post(**request)
+        assert (first.status_code, first.json()["status"]) == (200, "accepted")
+        await inbox.world.delete_integration(inbox.integration["id"])
+        again = await client.post(**request)
+        assert (again.status_code, again.json()["status"]) == (200, "duplicate")
+        assert again.json()["post_ids"] == first.json()["post_ids"]
+        assert len(await inbox.posts()) == 1
+        deliveries = await inbox.deliveries()
+        assert [d["status"] for d in deliveries] == ["duplicate", "accepted"]
+        assert {d["integration_id"] for d in deliveries} == {inbox.integration["id"]}
+
+    @pytest.mark.parametrize("provider", ["mailgun", "sendgrid", "mime"])
+    async def test_mail_to_a_live_and_a_deleted_one_is_posted_once_and_both_are_logged(
+        self, client: httpx.AsyncClient, inbox: Inbox, provider: str
+    ) -> None:
+        gone = await inbox.world.integration(inbox.group, "Gone")
+        await inbox.world.delete_integration(gone["id"])
+        r = await client.post(**provider_request(provider, gone["address"], inbox.address))
+        assert (r.status_code, r.json()["status"]) == (200, "accepted"), r.text
+        assert len(await inbox.posts()) == 1
+        logged = {d["integration_id"]: d for d in await inbox.deliveries()}
+        assert logged[inbox.integration["id"]]["status"] == "accepted"
+        refused = logged[gone["id"]]
+        assert (refused["status"], refused["reason"]) == ("rejected", "unknown_recipient")
+        assert refused["post_id"] is None
+
+    async def test_an_integration_deleted_with_its_group_is_refused_the_same_way(
+        self, client: httpx.AsyncClient, inbox: Inbox
+    ) -> None:
+        r = await client.delete(f"/v1/groups/{inbox.group}", headers=bearer("root"))
+        assert r.status_code == 204
+        r = await client.post(**provider_request("mailgun", inbox.address))
+        assert (r.status_code, r.json()["reason"]) == (406, "unknown_recipient")
+        [delivery] = await inbox.deliveries()
+        assert delivery["integration_id"] == inbox.integration["id"]
+
+    async def test_a_payload_too_complex_to_read_is_logged_there_with_its_own_reason(
+        self, client: httpx.AsyncClient, inbox: Inbox
+    ) -> None:
+        await inbox.world.delete_integration(inbox.integration["id"])
+        head = b"To: " + inbox.address.encode() + b"\r\nSubject: bomb\r\n"
+        nested = b"".join(
+            f'Content-Type: multipart/mixed; boundary="b{i}"\r\n\r\n--b{i}\r\n'.encode()
+            for i in range(200)
+        )
+        r = await client.post(
+            "/inbound/mime",
+            params={"recipient": inbox.address},
+            content=head + nested + b"Content-Type: text/plain\r\n\r\nx\r\n",
+            headers=basic(),
+        )
+        assert (r.status_code, r.json()["reason"]) == (422, "message_too_complex")
+        [delivery] = await inbox.deliveries()
+        assert delivery["integration_id"] == inbox.integration["id"]
+        assert await _unrouted(client) == []
+
+    async def test_mail_to_no_integration_at_all_stays_the_operators(
+        self, client: httpx.AsyncClient, inbox: Inbox
+    ) -> None:
+        r = await client.post(**provider_request("postmark", "nobody.x@in.example.com"))
+        assert (r.status_code, r.json()["reason"]) == (403, "unknown_recipient")
+        assert await inbox.deliveries() == []
+        [unrouted] = await _unrouted(client)
+        assert unrouted["integration_id"] is None
+
+
+class TestProviderRetries:
+    """A provider's retry of an event (same Mailgun token, same Postmark MessageID) is logged
+    as a ``duplicate`` row pointing at the first post, as a content duplicate is."""
+
+    @pytest.mark.parametrize("provider", PROVIDERS)
+    async def test_each_retry_of_a_posted_mail_adds_a_duplicate_row_pointing_at_the_post(
+        self, client: httpx.AsyncClient, inbox: Inbox, provider: str
+    ) -> None:
+        request = provider_request(provider, inbox.address)
+        first = await client.post(**request)
+        assert (first.status_code, first.json()["status"]) == (200, "accepted"), first.text
+        [post_id] = first.json()["post_ids"]
+        retries = [await client.post(**request) for _ in range(2)]
+        for again in retries:
+            assert (again.status_code, again.json()["status"]) == (200, "duplicate")
+            assert again.json()["post_ids"] == [post_id]
+        [post] = await inbox.posts()
+        assert post["id"] == post_id
+        deliveries = await inbox.deliveries()
+        assert [d["status"] for d in deliveries] == ["duplicate", "duplicate", "accepted"]
+        assert {d["post_id"] for d in deliveries} == {post_id}
+        assert [d["id"] for d in deliveries[:2]] == [
+            again.json()["delivery_ids"][0] for again in reversed(retries)
+        ]
+        assert {(d["subject"], d["from"], d["reason"]) for d in deliveries} == {
+            ("Hello", "alice@example.org", None)
+        }
+        r = await client.get(
+            "/v1/deliveries", params={"status": "duplicate"}, headers=bearer("root")
+        )
+        assert len(r.json()["items"]) == 2
+
+    @pytest.mark.parametrize("provider", ["mailgun", "postmark"])
+    async def test_a_retry_of_a_refused_mail_is_refused_again_and_adds_no_row(
+        self, client: httpx.AsyncClient, inbox: Inbox, provider: str
+    ) -> None:
+        r = await client.patch(
+            f"/v1/integrations/{inbox.integration['id']}",
+            json={"allowed_senders": ["@elsewhere.example"]},
+            headers=bearer("root"),
+        )
+        assert r.status_code == 200
+        request = provider_request(provider, inbox.address)
+        first = await client.post(**request)
+        again = await client.post(**request)
+        assert again.status_code == first.status_code == REFUSED_CODE[provider]
+        assert again.json() == first.json()
+        assert again.json()["reason"] == "sender_not_allowed"
+        assert len(await inbox.deliveries()) == 1
+
+    async def test_a_retry_to_two_integrations_adds_a_duplicate_for_the_one_that_posted(
+        self, client: httpx.AsyncClient, inbox: Inbox
+    ) -> None:
+        strict = await inbox.world.integration(
+            inbox.group, "Strict", allowed_senders=["@elsewhere.example"]
+        )
+        request = provider_request("mailgun", inbox.address, strict["address"])
+        first = await client.post(**request)
+        assert (first.status_code, first.json()["status"]) == (200, "accepted")
+        again = await client.post(**request)
+        assert (again.status_code, again.json()["status"]) == (200, "duplicate")
+        assert again.json()["post_ids"] == first.json()["post_ids"]
+        logged = Counter(
+            (d["integration_id"], d["status"], d["reason"]) for d in await inbox.deliveries()
+        )
+        assert logged == {
+            (inbox.integration["id"], "accepted", None): 1,
+            (inbox.integration["id"], "duplicate", None): 1,
+            (strict["id"], "rejected", "sender_not_allowed"): 1,
+        }
+
+    async def test_duplicates_count_in_the_stats_as_neither_accepted_nor_refused(
+        self, client: httpx.AsyncClient, inbox: Inbox
+    ) -> None:
+        for provider in ("mailgun", "mime"):  # an event retry, a content duplicate
+            request = provider_request(provider, inbox.address)
+            for _ in range(2):
+                assert (await client.post(**request)).status_code == 200
+        r = await client.get(f"/v1/integrations/{inbox.integration['id']}", headers=bearer("root"))
+        assert r.json()["stats"]["accepted"] == 2
+        assert r.json()["stats"]["refused"] == 0
+        newest = (await inbox.deliveries())[0]
+        assert newest["status"] == "duplicate"
+        assert r.json()["stats"]["last_received_at"] == newest["received_at"]
+
+
 @pytest.mark.concurrency
 async def test_hundred_concurrent_identical_deliveries_make_one_post(
     client: httpx.AsyncClient, inbox: Inbox
@@ -400,6 +598,25 @@ async def test_hundred_concurrent_identical_postmark_posts_make_one_post(
     assert {code for code, _ in results} == {200}
     assert sorted({status for _, status in results}) == ["accepted", "duplicate"]
     assert len(await inbox.posts()) == 1
+
+
+@pytest.mark.concurrency
+async def test_fifty_concurrent_retries_of_a_mailgun_event_make_one_post_and_fifty_rows(
+    client: httpx.AsyncClient, inbox: Inbox
+) -> None:
+    request = provider_request("mailgun", inbox.address)
+
+    async def send() -> tuple[int, str]:
+        r = await client.post(**request)
+        return r.status_code, r.json()["status"]
+
+    results = Counter(await asyncio.gather(*(send() for _ in range(50))))
+    assert results == {(200, "accepted"): 1, (200, "duplicate"): 49}
+    [post] = await inbox.posts()
+    r = await client.get("/v1/deliveries", params={"limit": 200}, headers=bearer("root"))
+    deliveries = r.json()["items"]
+    assert Counter(d["status"] for d in deliveries) == {"accepted": 1, "duplicate": 49}
+    assert {d["post_id"] for d in deliveries} == {post["id"]}
 
 
 async def test_inbound_paths_never_redirect(client: httpx.AsyncClient, inbox: Inbox) -> None:

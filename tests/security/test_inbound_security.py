@@ -315,16 +315,27 @@ class TestMailgunReplay:
                 mime=mime_message(foreign_box.address, subject="Forged", text="Forged"),
             ),
         ]
-        for replay in replays:
-            r = await replay
+        answers = [await replay for replay in replays]
+        for r in answers:
             assert r.status_code == 200, r.text
             assert r.json()["status"] == "duplicate"
             assert r.json()["post_ids"] == first.json()["post_ids"]
-            assert r.json()["delivery_ids"] == first.json()["delivery_ids"]
 
         assert [p["subject"] for p in await first_box.posts()] == ["Original"]
         assert await second_box.posts() == []
         assert await foreign_box.posts() == []
+        # Each replay is logged where the token was first used, as that delivery recorded the
+        # mail: neither the forged body nor the addresses it names reach anyone's log.
+        *duplicates, accepted = await first_box.deliveries()
+        assert accepted["id"] == first.json()["delivery_ids"][0]
+        assert [[d["id"]] for d in reversed(duplicates)] == [
+            r.json()["delivery_ids"] for r in answers
+        ]
+        for duplicate in duplicates:
+            assert duplicate["status"] == "duplicate"
+            assert duplicate["post_id"] == accepted["post_id"]
+            assert (duplicate["subject"], duplicate["from"]) == ("Original", accepted["from"])
+            assert duplicate["envelope_to"] == first_box.address
         assert await second_box.deliveries() == []
         assert await platform_deliveries(client, foreign_box.platform) == []
         assert await unrouted(client) == []
