@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import make_msgid
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import jwt
@@ -53,11 +53,26 @@ OPERATOR_TOKEN = "reliability-operator-token-9d2b7c4e1f8a3b6c"
 OPERATOR = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
 SERVER_START_SECONDS = 45.0
 HTTP_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
+T = TypeVar("T")
 
 
 def clean_environ() -> dict[str, str]:
     """The test runner's environment without any MAILSLOT_ setting of its own."""
     return {k: v for k, v in os.environ.items() if not k.startswith("MAILSLOT_")}
+
+
+async def poll_until(
+    probe: Callable[[], T], done: Callable[[T], bool], *, seconds: float, interval: float = 0.1
+) -> T:
+    """Run ``probe`` (in a thread: it may walk folders or the process table) until ``done``
+    holds for what it returns, or ``seconds`` have passed; returns its last result, for the
+    caller's assertion (what was still there)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        value = await asyncio.to_thread(probe)
+        if done(value) or time.monotonic() >= deadline:
+            return value
+        await asyncio.sleep(interval)
 
 
 # --------------------------------------------------------------------------------------------
