@@ -54,6 +54,7 @@ OPERATOR = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
 SERVER_START_SECONDS = 45.0
 HTTP_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 T = TypeVar("T")
+ANSWER_SECONDS = 10.0  # the longest the proxy waits for PostgreSQL to act before it cuts
 
 
 def clean_environ() -> dict[str, str]:
@@ -977,7 +978,7 @@ class Proxy:
         self._server: asyncio.Server | None = None
         self._pairs: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
         self._triggers: list[tuple[bytes, bool]] = []  # (pattern, forward it first)
-        self._muted: set[int] = set()
+        self._muted: dict[int, asyncio.Event] = {}  # pair: set once PostgreSQL answered
         self._handlers: set[asyncio.Task[None]] = set()
         self.cuts = 0  # connections cut, by a trigger or by sever()
         self.triggered = 0  # of which by a trigger (a chosen statement, mid-transaction)
@@ -1045,7 +1046,7 @@ class Proxy:
             )
         finally:
             self._pairs.discard(pair)
-            self._muted.discard(id(pair))
+            self._muted.pop(id(pair), None)
             self._abort(writer, up_writer)
 
     async def _pump(
@@ -1058,25 +1059,33 @@ class Proxy:
     ) -> None:
         try:
             while chunk := await reader.read(65536):
-                if not upstream and id(pair) in self._muted:
-                    continue  # the answer to a statement whose connection is being cut: lost
+                muted = None if upstream else self._muted.get(id(pair))
+                if muted is not None:  # the answer to a statement whose connection is being
+                    muted.set()  # cut: PostgreSQL has acted on it; the answer is lost
+                    continue
                 trigger = self._match(chunk) if upstream else None
-                if trigger is not None and not trigger[1]:
+                if trigger is None:
+                    writer.write(chunk)
+                    await writer.drain()
+                    continue
+                if not trigger[1]:
                     self.cuts += 1
                     self._abort(*pair)
                     return
-                if trigger is not None:
-                    self._muted.add(id(pair))
+                answered = self._muted[id(pair)] = asyncio.Event()
                 writer.write(chunk)
                 await writer.drain()
-                if trigger is not None:
-                    await asyncio.sleep(0.1)  # PostgreSQL acts on it; its answer never arrives
-                    self.cuts += 1
-                    self._abort(*pair)
-                    return
+                # cut once PostgreSQL has acted on it (its answer arrives, and is dropped)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(answered.wait(), ANSWER_SECONDS)
+                self.cuts += 1
+                self._abort(*pair)
+                return
         except (ConnectionError, OSError):
             pass
         finally:
+            if not upstream and id(pair) in self._muted:
+                self._muted[id(pair)].set()  # no answer will come: stop waiting for it
             self._abort(*pair)
 
     def _match(self, chunk: bytes) -> tuple[bytes, bool] | None:
