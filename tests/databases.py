@@ -15,6 +15,7 @@ from alembic.config import Config
 from sqlalchemy.engine import make_url
 
 from app.db.engine import create_engine
+from tests.pgcluster import Cluster
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,20 +30,19 @@ def kind() -> str:
 
 @contextmanager
 def postgres_server(workdir: Path) -> Iterator[str]:
-    """``TEST_DATABASE_URL`` when set, else a throwaway cluster from the pgserver wheel."""
+    """``TEST_DATABASE_URL`` when set, else a throwaway cluster in ``workdir`` (the pgserver
+    wheel's binaries, run from a copy its user can reach: ``tests.pgcluster``)."""
     given = os.environ.get("TEST_DATABASE_URL")
     if given:
         yield given
         return
-    import pgserver  # type: ignore[import-untyped,unused-ignore]
-
-    server = pgserver.get_server(  # type: ignore[attr-defined,unused-ignore]
-        workdir, cleanup_mode="stop"
-    )
+    cluster = Cluster(workdir)
     try:
-        yield server.get_uri()
+        cluster.init()
+        cluster.start()
+        yield cluster.url("postgres")
     finally:
-        server.cleanup()
+        cluster.destroy()
 
 
 def _admin(url: str, statement: str) -> None:

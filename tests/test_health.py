@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import httpx
@@ -41,11 +42,17 @@ async def test_a_pooled_connection_the_server_closed_is_replaced_without_an_erro
     try:
         async with engine.connect() as conn:
             pid = (await conn.execute(sa.text("SELECT pg_backend_pid()"))).scalar_one()
+            pooled = (await conn.get_raw_connection()).driver_connection
+            assert pooled is not None
         killer = create_engine(database_url, poolclass=sa.NullPool)
         async with killer.connect() as conn:
             await conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
         await killer.dispose()
-        await asyncio.sleep(0.2)  # the pool's idle connection sees its socket close
+        # until the pool's idle connection has seen its socket close (what checkout looks at)
+        deadline = time.monotonic() + 10
+        while not pooled.is_closed():
+            assert time.monotonic() < deadline, "the pooled connection saw no close in 10 s"
+            await asyncio.sleep(0.01)
         async with engine.connect() as conn:
             new_pid = (await conn.execute(sa.text("SELECT pg_backend_pid()"))).scalar_one()
         assert new_pid != pid

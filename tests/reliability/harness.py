@@ -10,14 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import importlib.util
 import json
 import os
-import pwd
 import shutil
 import signal
-import socket
-import stat
 import subprocess
 import tempfile
 import time
@@ -27,7 +23,7 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import make_msgid
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import jwt
@@ -36,6 +32,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db.engine import create_engine
+from tests import pgcluster
 from tests.inbound.payloads import (
     INBOUND_PASSWORD,
     INBOUND_USER,
@@ -46,63 +43,18 @@ from tests.inbound.payloads import (
     postmark_json,
     sign_mailgun,
 )
+from tests.pgcluster import free_port, tail, which
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = ROOT / ".venv" / "bin"
-PG_USER = "pgserver"  # postgres refuses to run as root; pgserver's wheel uses this user too
 INBOUND_DOMAIN = "in.reliability.example.com"
 JWT_SECRET = "reliability-jwt-secret-5f0c1e7a9b3d4c2e8f6a"
 OPERATOR_TOKEN = "reliability-operator-token-9d2b7c4e1f8a3b6c"
 OPERATOR = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
 SERVER_START_SECONDS = 45.0
 HTTP_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
-
-
-def pg_bin() -> Path:
-    spec = importlib.util.find_spec("pgserver")
-    if spec is None or spec.origin is None:
-        raise RuntimeError("the pgserver wheel is not installed (pip install -e '.[dev]')")
-    return Path(spec.origin).parent / "pginstall" / "bin"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _which(command: str) -> str:
-    found = shutil.which(command) or shutil.which(command, path="/usr/sbin:/usr/bin:/sbin:/bin")
-    if found is None:
-        raise RuntimeError(f"{command} is not installed")
-    return found
-
-
-def _ensure_user(name: str) -> pwd.struct_passwd:
-    try:
-        return pwd.getpwnam(name)
-    except KeyError:
-        subprocess.run(
-            [_which("useradd"), "-s", "/bin/bash", name], check=True, capture_output=True
-        )
-        return pwd.getpwnam(name)
-
-
-def _make_traversable(path: Path) -> None:
-    """Let another user reach ``path``: add o+x (and g+x) on every parent."""
-    for parent in path.resolve().parents:
-        mode = parent.stat().st_mode
-        wanted = mode | stat.S_IXOTH | stat.S_IXGRP
-        if wanted != mode:
-            parent.chmod(wanted)
-
-
-def _tail(path: Path, size: int = 4000) -> str:
-    try:
-        return path.read_bytes()[-size:].decode("utf-8", "replace")
-    except OSError:
-        return ""
+T = TypeVar("T")
+ANSWER_SECONDS = 10.0  # the longest the proxy waits for PostgreSQL to act before it cuts
 
 
 def clean_environ() -> dict[str, str]:
@@ -110,107 +62,53 @@ def clean_environ() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("MAILSLOT_")}
 
 
+async def poll_until(
+    probe: Callable[[], T], done: Callable[[T], bool], *, seconds: float, interval: float = 0.1
+) -> T:
+    """Run ``probe`` (in a thread: it may walk folders or the process table) until ``done``
+    holds for what it returns, or ``seconds`` have passed; returns its last result, for the
+    caller's assertion (what was still there)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        value = await asyncio.to_thread(probe)
+        if done(value) or time.monotonic() >= deadline:
+            return value
+        await asyncio.sleep(interval)
+
+
 # --------------------------------------------------------------------------------------------
 # PostgreSQL
 
 
-class Cluster:
-    """A PostgreSQL cluster owned by the suite: initdb'd in a fresh folder, stoppable at will."""
+class Cluster(pgcluster.Cluster):
+    """The suite's own cluster (``tests.pgcluster``): stoppable at will, database ``mailslot``
+    at the head revision once ``create_database`` ran."""
 
     def __init__(self, root: Path | None = None) -> None:
-        self.root = root or Path(tempfile.mkdtemp(prefix="mailslot-rel-pg-"))
-        self.data = self.root / "data"
-        self.sockets = self.root / "sock"
-        self.log = self.root / "postgres.log"
-        self.port = free_port()
-        self.bin = pg_bin()
-        self.stops = 0
+        super().__init__(root or Path(tempfile.mkdtemp(prefix="mailslot-rel-pg-")))
         self.database_url = ""  # set by create_database
 
-    def _run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [str(self.bin / args[0]), *args[1:]],
-            user=PG_USER,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            cwd=self.root,
-            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"},
-            check=False,
-        )
-        return result
-
-    def init(self) -> None:
-        entry = _ensure_user(PG_USER)
-        _make_traversable(self.root)
-        self.sockets.mkdir(exist_ok=True)
-        for path in (self.root, self.sockets):
-            os.chown(path, entry.pw_uid, entry.pw_gid)
-        result = self._run(
-            "initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust", "-E", "UTF8",
-            "--no-sync", "--no-instructions",
-        )  # fmt: skip
-        if result.returncode != 0:
-            raise RuntimeError(f"initdb failed: {result.stdout}\n{result.stderr}")
-
-    def start(self) -> None:
-        options = (
-            f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.sockets} "
-            "-c max_connections=400 -c fsync=off -c shared_buffers=64MB"
-        )
-        result = self._run(
-            "pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60",
-            "-o", options, "start",
-        )  # fmt: skip
-        if result.returncode != 0:
-            raise RuntimeError(f"pg_ctl start failed: {result.stderr}\n{_tail(self.log)}")
-
-    def stop(self, mode: str = "immediate") -> None:
-        """``immediate``: the postmaster and every backend exit at once, as in a crash."""
-        result = self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "-t", "60", "stop")
-        if result.returncode != 0 and self.running:
-            raise RuntimeError(f"pg_ctl stop failed: {result.stderr}")
-        self.stops += 1
-
-    @property
-    def running(self) -> bool:
-        return self._run("pg_ctl", "-D", str(self.data), "status").returncode == 0
-
     def url(self, database: str = "mailslot", port: int | None = None) -> str:
-        return f"postgresql://postgres@127.0.0.1:{port or self.port}/{database}"
+        return super().url(database, port)
 
     def psql(self, sql: str, database: str = "mailslot") -> str:
-        result = self._run(
-            "psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-d", database,
-            "-v", "ON_ERROR_STOP=1", "-At", "-c", sql,
-        )  # fmt: skip
-        if result.returncode != 0:
-            raise RuntimeError(f"psql failed: {result.stderr}")
-        return result.stdout
+        return super().psql(sql, database)
 
     def create_database(self, name: str = "mailslot") -> str:
         self.psql(f'CREATE DATABASE "{name}"', database="postgres")
         url = self.url(name)
         env = {**clean_environ(), "MAILSLOT_DATABASE_URL": url}
+        command = [str(VENV_BIN / "alembic"), "upgrade", "head"]
         result = subprocess.run(
-            [str(VENV_BIN / "alembic"), "upgrade", "head"],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
+            command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False
         )
         if result.returncode != 0:
-            raise RuntimeError(f"alembic upgrade failed: {result.stdout}\n{result.stderr}")
+            raise pgcluster.ClusterError(
+                f"{' '.join(command)} exited with {result.returncode}\n--- stdout\n"
+                f"{result.stdout.strip()}\n--- stderr\n{result.stderr.strip()}"
+            )
         self.database_url = url
         return url
-
-    def destroy(self) -> None:
-        with contextlib.suppress(Exception):
-            if self.data.exists() and self.running:
-                self.stop("immediate")
-        shutil.rmtree(self.root, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -313,13 +211,13 @@ class Server:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(f"server {self.name} exited:\n{_tail(self.log_path)}")
+                raise RuntimeError(f"server {self.name} exited:\n{tail(self.log_path)}")
             if _count_startups(self.log_path) >= startups:
                 with contextlib.suppress(httpx.HTTPError):
                     if httpx.get(f"{self.base_url}/healthz", timeout=2).status_code == 200:
                         return
             time.sleep(0.1)
-        raise RuntimeError(f"server {self.name} did not start:\n{_tail(self.log_path)}")
+        raise RuntimeError(f"server {self.name} did not start:\n{tail(self.log_path)}")
 
     def worker_pids(self) -> list[int]:
         if self.process is None:
@@ -373,9 +271,7 @@ class Server:
             if self.startups() >= count and len(self.worker_pids()) >= self.workers:
                 return
             time.sleep(0.1)
-        raise RuntimeError(
-            f"server {self.name}: workers did not come back:\n{_tail(self.log_path)}"
-        )
+        raise RuntimeError(f"server {self.name}: workers did not come back:\n{tail(self.log_path)}")
 
     def log_text(self) -> str:
         try:
@@ -1082,7 +978,7 @@ class Proxy:
         self._server: asyncio.Server | None = None
         self._pairs: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
         self._triggers: list[tuple[bytes, bool]] = []  # (pattern, forward it first)
-        self._muted: set[int] = set()
+        self._muted: dict[int, asyncio.Event] = {}  # pair: set once PostgreSQL answered
         self._handlers: set[asyncio.Task[None]] = set()
         self.cuts = 0  # connections cut, by a trigger or by sever()
         self.triggered = 0  # of which by a trigger (a chosen statement, mid-transaction)
@@ -1150,7 +1046,7 @@ class Proxy:
             )
         finally:
             self._pairs.discard(pair)
-            self._muted.discard(id(pair))
+            self._muted.pop(id(pair), None)
             self._abort(writer, up_writer)
 
     async def _pump(
@@ -1163,25 +1059,33 @@ class Proxy:
     ) -> None:
         try:
             while chunk := await reader.read(65536):
-                if not upstream and id(pair) in self._muted:
-                    continue  # the answer to a statement whose connection is being cut: lost
+                muted = None if upstream else self._muted.get(id(pair))
+                if muted is not None:  # the answer to a statement whose connection is being
+                    muted.set()  # cut: PostgreSQL has acted on it; the answer is lost
+                    continue
                 trigger = self._match(chunk) if upstream else None
-                if trigger is not None and not trigger[1]:
+                if trigger is None:
+                    writer.write(chunk)
+                    await writer.drain()
+                    continue
+                if not trigger[1]:
                     self.cuts += 1
                     self._abort(*pair)
                     return
-                if trigger is not None:
-                    self._muted.add(id(pair))
+                answered = self._muted[id(pair)] = asyncio.Event()
                 writer.write(chunk)
                 await writer.drain()
-                if trigger is not None:
-                    await asyncio.sleep(0.1)  # PostgreSQL acts on it; its answer never arrives
-                    self.cuts += 1
-                    self._abort(*pair)
-                    return
+                # cut once PostgreSQL has acted on it (its answer arrives, and is dropped)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(answered.wait(), ANSWER_SECONDS)
+                self.cuts += 1
+                self._abort(*pair)
+                return
         except (ConnectionError, OSError):
             pass
         finally:
+            if not upstream and id(pair) in self._muted:
+                self._muted[id(pair)].set()  # no answer will come: stop waiting for it
             self._abort(*pair)
 
     def _match(self, chunk: bytes) -> tuple[bytes, bool] | None:
@@ -1201,7 +1105,7 @@ def mount_tmpfs(path: Path, size_bytes: int) -> bool:
     """A small tmpfs at ``path`` (we run as root); False where mounting is not permitted."""
     path.mkdir(parents=True, exist_ok=True)
     result = subprocess.run(
-        [_which("mount"), "-t", "tmpfs", "-o", f"size={size_bytes}", "tmpfs", str(path)],
+        [which("mount"), "-t", "tmpfs", "-o", f"size={size_bytes}", "tmpfs", str(path)],
         capture_output=True,
         check=False,
     )
@@ -1209,9 +1113,9 @@ def mount_tmpfs(path: Path, size_bytes: int) -> bool:
 
 
 def unmount(path: Path) -> None:
-    result = subprocess.run([_which("umount"), str(path)], capture_output=True, check=False)
+    result = subprocess.run([which("umount"), str(path)], capture_output=True, check=False)
     if result.returncode != 0:
-        subprocess.run([_which("umount"), "-l", str(path)], capture_output=True, check=False)
+        subprocess.run([which("umount"), "-l", str(path)], capture_output=True, check=False)
 
 
 def fill_disk(path: Path, leave: int = 0) -> Path:

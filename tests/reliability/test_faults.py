@@ -23,6 +23,7 @@ import httpx
 import pytest
 
 from app.config import ConfigurationError, Settings
+from app.main import SPOOL_LEFTOVER_SECONDS
 from tests.reliability.conftest import Servers, TenantFactory
 from tests.reliability.harness import (
     HTTP_TIMEOUT,
@@ -42,6 +43,7 @@ from tests.reliability.harness import (
     mixed_mails,
     mount_tmpfs,
     payload,
+    poll_until,
     send,
     send_all,
     unmount,
@@ -51,6 +53,7 @@ KiB = 1024
 MiB = 1024 * KiB
 AUTO_REPLY = {"Auto-Submitted": "auto-replied"}
 REFUSED_CODE = {"mailgun": 406, "sendgrid": 200, "postmark": 403, "mime": 422}
+CLEANUP_SECONDS = 30.0  # the longest a server may take to clean up after a client hung up
 
 
 def refused_mails(tenant: Tenant, count: int, seed: str) -> list[Mail]:
@@ -265,6 +268,14 @@ def spool_entries(server: Server) -> list[Path]:
     return list(all_files([server.blob_dir / "tmp"]))
 
 
+def top_level_spool(server: Server) -> set[Path]:
+    """What the spool holds at its top: per-request folders and stray files (what a start-up
+    sweep removes, each as a whole)."""
+    with contextlib.suppress(FileNotFoundError):
+        return set((server.blob_dir / "tmp").iterdir())
+    return set()
+
+
 async def test_worker_killed_mid_upload_and_clients_hanging_up(
     servers: Servers, tenant: TenantFactory, db: Database, summary: Summary
 ) -> None:
@@ -282,14 +293,17 @@ async def test_worker_killed_mid_upload_and_clients_hanging_up(
 
     async def killer() -> tuple[int, Path]:
         await half.wait()
-        for _ in range(200):  # up to 10 s
+        # on the loop itself, not in a thread: the upload pauses while workers are examined
+        deadline = time.monotonic() + 10
+        while True:
             writing = srv.workers_writing_under(srv.blob_dir / "tmp")
             holders = [(pid, path) for pid, (size, path) in writing.items() if size > MiB]
             if len(holders) == 1:
                 os.kill(holders[0][0], signal.SIGKILL)
                 return holders[0]
+            if time.monotonic() > deadline:
+                raise AssertionError(f"not one worker found spooling the large mail: {writing}")
             await asyncio.sleep(0.05)
-        raise AssertionError("no worker was found spooling the large mail")
 
     async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as client:
         kill = asyncio.create_task(killer())
@@ -301,6 +315,13 @@ async def test_worker_killed_mid_upload_and_clients_hanging_up(
     await asyncio.to_thread(srv.wait_workers, startups + 1)  # the supervisor replaced it
     assert victim not in srv.worker_pids()
     summary.record("workers killed with SIGKILL mid-upload", 1)
+    # Every request has been answered (or died with the worker): what is in the spool now is
+    # the killed worker's. Besides the large mail's spool folder, that can be a temporary file
+    # of another request it was serving (a blob half-written when the signal came). A new
+    # worker sweeps only leftovers older than any request (SPOOL_LEFTOVER_SECONDS): these stay
+    # until a later start, checked below.
+    killed_leftovers = await asyncio.to_thread(top_level_spool, srv)
+    assert victim_spool.parent in killed_leftovers, (victim_spool, killed_leftovers)
 
     # Clients that hang up half-way: the raw endpoint and a multipart one. Nothing may remain.
     hung = [
@@ -313,19 +334,31 @@ async def test_worker_killed_mid_upload_and_clients_hanging_up(
             assert attempt.status_code is None
 
     def left_by_hang_ups() -> list[Path]:
-        # the killed worker's spool is only swept at a later start (no live request owns it)
-        return [p for p in spool_entries(srv) if victim_spool.parent not in p.parents]
+        return [
+            path
+            for path in spool_entries(srv)
+            if not any(path == k or k in path.parents for k in killed_leftovers)
+        ]
 
-    for _ in range(100):  # up to 10 s for the server to notice and clean up
-        if not left_by_hang_ups():
-            break
-        await asyncio.sleep(0.1)
-    left = left_by_hang_ups()
+    # the server notices each hang-up and removes what the request spooled
+    left = await poll_until(left_by_hang_ups, lambda found: not found, seconds=CLEANUP_SECONDS)
     summary.record("client hang-ups mid-upload", len(hung))
     summary.record("spool files left after a hang-up", len(left))
-    assert not left, f"spooled parts of abandoned uploads remain: {left}"
+    assert not left, f"spooled parts of abandoned uploads remain after {CLEANUP_SECONDS} s: {left}"
     async with httpx.AsyncClient(timeout=5) as client:
         assert (await client.get(f"{srv.base_url}/healthz")).status_code == 200
+
+    # The killed worker's leftovers go at the next start once they are old enough.
+    old = time.time() - SPOOL_LEFTOVER_SECONDS - 60
+    for entry in killed_leftovers:
+        with contextlib.suppress(FileNotFoundError):
+            os.utime(entry, (old, old), follow_symlinks=False)
+    srv.stop()
+    srv = servers.start("sigkill-restarted", env=srv.env)
+    remaining = sorted(set(killed_leftovers) & set(top_level_spool(srv)))
+    summary.record("spool leftovers of the killed worker", len(killed_leftovers))
+    summary.record("spool leftovers of the killed worker left after a restart", len(remaining))
+    assert not remaining, f"leftovers older than any request survived a start: {remaining}"
 
     mails = [big, *background, *hung]
     summary.record("answers 500 under faults", answers_500(mails))
