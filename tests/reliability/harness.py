@@ -26,13 +26,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
-import jwt
 import psutil  # type: ignore[import-untyped,unused-ignore]
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db.engine import create_engine
 from tests import pgcluster
+from tests.auth import JWT_AUDIENCE, JWT_ISSUER, bearer
 from tests.inbound.payloads import (
     INBOUND_PASSWORD,
     INBOUND_USER,
@@ -50,6 +50,7 @@ VENV_BIN = ROOT / ".venv" / "bin"
 INBOUND_DOMAIN = "in.reliability.example.com"
 JWT_SECRET = "reliability-jwt-secret-5f0c1e7a9b3d4c2e8f6a"
 OPERATOR_TOKEN = "reliability-operator-token-9d2b7c4e1f8a3b6c"
+URL_SIGNING_KEY = "reliability-url-signing-key-2c7e9a4b1d6f3e8a"
 OPERATOR = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
 SERVER_START_SECONDS = 45.0
 HTTP_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
@@ -125,7 +126,10 @@ def server_env(database_url: str, blob_dir: Path, **overrides: str) -> dict[str,
             "MAILSLOT_BLOB_DIR": str(blob_dir),
             "MAILSLOT_INBOUND_DOMAIN": INBOUND_DOMAIN,
             "MAILSLOT_JWT_SECRET": JWT_SECRET,
+            "MAILSLOT_JWT_AUDIENCE": JWT_AUDIENCE,
+            "MAILSLOT_JWT_ISSUER": JWT_ISSUER,
             "MAILSLOT_OPERATOR_TOKEN": OPERATOR_TOKEN,
+            "MAILSLOT_URL_SIGNING_KEYS": URL_SIGNING_KEY,
             "MAILSLOT_MAILGUN_SIGNING_KEY": MAILGUN_KEY,
             "MAILSLOT_INBOUND_USERNAME": INBOUND_USER,
             "MAILSLOT_INBOUND_PASSWORD": INBOUND_PASSWORD,
@@ -308,8 +312,7 @@ def _count_startups(path: Path) -> int:
 
 
 def admin_headers(platform_id: str, user_id: str = "root") -> dict[str, str]:
-    claims = {"sub": user_id, "platform": platform_id, "role": "admin", "exp": time.time() + 7200}
-    return {"Authorization": f"Bearer {jwt.encode(claims, JWT_SECRET, algorithm='HS256')}"}
+    return bearer(user_id, platform_id, "admin", secret=JWT_SECRET, expires_in=7200)
 
 
 @dataclass
