@@ -95,6 +95,10 @@ openapi: $(STAMP)
 openapi-check: $(STAMP)
 	$(BIN)/python -m app openapi --check openapi/openapi.json
 
+# Node tools pinned in tests/contract/package-lock.json (npm ci there when needed).
+openapi-lint:
+	tests/contract/lint.sh
+
 check: lint test openapi-check
 
 clean:
