@@ -417,9 +417,9 @@ def test_the_real_server_logs_no_secret(tmp_path: Path, server_socket: socket.so
     assert '"POST /inbound/mime?<redacted> HTTP/1.1" 200' in logs, logs
     assert '"POST /inbound/mime?<redacted> HTTP/1.1" 401' in logs, logs
     # The client may send the path's "@" as is or as %40: either way the local part is gone.
-    assert re.search(r'"GET /v1/integrations/<redacted>(@|%40)in\.example\.com HTTP/1\.1" 422', logs), (
-        logs
-    )
+    assert re.search(
+        r'"GET /v1/integrations/<redacted>(@|%40)in\.example\.com HTTP/1\.1" 422', logs
+    ), logs
     # The app's own warning reached the log (through logging.lastResort: root has no handler).
     assert "running in development with local defaults for OPERATOR_TOKEN" in logs, logs
 
