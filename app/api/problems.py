@@ -9,8 +9,10 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from app.errors import AppError
 
@@ -101,7 +103,7 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
 _UNPARSABLE_BODY = "There was an error parsing the body"
 
 
-async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     exc = cast(StarletteHTTPException, exc)
     if exc.status_code == 400 and exc.detail == _UNPARSABLE_BODY:
         # An invalid body like malformed JSON, which FastAPI answers 422: one contract for both.
@@ -110,7 +112,24 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     detail: str | None = exc.detail if isinstance(exc.detail, str) else None
     if detail in {"Not Found", "Method Not Allowed"}:
         detail = None
-    return problem_response(exc.status_code, detail=detail, headers=dict(exc.headers or {}) or None)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = ", ".join(allowed_methods(request))
+    return problem_response(exc.status_code, detail=detail, headers=headers or None)
+
+
+_METHOD_ORDER = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at the request's path (Starlette names only the first)."""
+    methods: set[str] = set()
+    for route in iter_route_contexts(request.app.routes):  # included routers' routes too
+        if route.methods:
+            match, _ = route.matches(request.scope)
+            if match is not Match.NONE:
+                methods |= route.methods
+    return sorted(methods, key=lambda m: (*_METHOD_ORDER, m).index(m))
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -30,6 +31,8 @@ RATE_LIMITED = {"mailgun": 429, "sendgrid": 503, "postmark": 429, "mime": 429}
 # Envelope recipients are bounded like To/Cc (app.inbound.limits): each one is looked up, and a
 # database bounds the parameters of one query (asyncpg: 32,767). More is message_too_complex.
 MAX_ENVELOPE_RECIPIENTS = 500
+# Retry-After of a rate-limited answer when no window is configured.
+DEFAULT_RETRY_AFTER_SECONDS = 60
 
 
 class InboundAnswer(BaseModel):
@@ -47,14 +50,29 @@ def _context(request: Request) -> tuple[Settings, InboundService]:
     return state.settings, InboundService(state.sessionmaker, state.blobs, state.settings)
 
 
-def answer(provider: str, outcomes: Sequence[DeliveryOutcome]) -> JSONResponse:
-    """Retryable if any outcome is; else 200 if any was accepted; else the refusal code."""
+def retry_after(settings: Settings, now: float | None = None) -> int:
+    """Seconds until the next rate-limit window starts: no retry can be accepted before then."""
+    moment = int(time.time() if now is None else now)
+    waits = [limit.seconds - moment % limit.seconds for limit in settings.rate_limits]
+    return max(1, min(waits, default=DEFAULT_RETRY_AFTER_SECONDS))
+
+
+def answer(
+    provider: str, outcomes: Sequence[DeliveryOutcome], settings: Settings | None = None
+) -> JSONResponse:
+    """Retryable if any outcome is; else 200 if any was accepted; else the refusal code.
+
+    A rate-limited answer says when to retry (``Retry-After``), whatever its status code.
+    """
     statuses = {o.status for o in outcomes}
     reason = next((o.reason for o in outcomes if o.reason), None)
+    headers: dict[str, str] | None = None
     if DeliveryStatus.failed in statuses:
         code, status = 500, DeliveryStatus.failed
     elif DeliveryStatus.rate_limited in statuses:
         code, status = RATE_LIMITED[provider], DeliveryStatus.rate_limited
+        seconds = retry_after(settings) if settings else DEFAULT_RETRY_AFTER_SECONDS
+        headers = {"Retry-After": str(seconds)}
     elif DeliveryStatus.accepted in statuses:
         code, status, reason = 200, DeliveryStatus.accepted, None
     elif DeliveryStatus.duplicate in statuses:
@@ -68,7 +86,7 @@ def answer(provider: str, outcomes: Sequence[DeliveryOutcome]) -> JSONResponse:
         post_ids=[str(o.post_id) for o in outcomes if o.post_id],
         delivery_ids=[str(o.delivery_id) for o in outcomes if o.delivery_id],
     )
-    return JSONResponse(body.model_dump(mode="json"), status_code=code)
+    return JSONResponse(body.model_dump(mode="json"), status_code=code, headers=headers)
 
 
 def _bounded(recipients: Sequence[str], settings: Settings) -> tuple[str, ...]:
@@ -123,7 +141,7 @@ async def receive(
             )
         except InfrastructureFailure:
             return _failure(503, "unavailable")
-        return answer(provider, outcomes)
+        return answer(provider, outcomes, settings)
     except InfrastructureFailure:
         return _failure(503, "unavailable")
     except OSError as exc:
@@ -137,7 +155,7 @@ async def receive(
     except InfrastructureFailure:
         logger.warning("inbound %s delivery could not be stored; answering 503", provider)
         return _failure(503, "unavailable")
-    return answer(provider, outcomes)
+    return answer(provider, outcomes, settings)
 
 
 def _documented(media_type: str, schema: dict[str, Any]) -> dict[str, Any]:
