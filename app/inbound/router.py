@@ -5,14 +5,15 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from app.api.problems import problem_response, responses
 from app.config import Settings
+from app.inbound import openapi as docs
 from app.inbound.errors import MalformedMessage, MessageTooComplex
 from app.inbound.model import InboundEmail, storable, storable_text
 from app.inbound.multipart import MalformedBody, PayloadTooLarge
@@ -38,10 +39,29 @@ DEFAULT_RETRY_AFTER_SECONDS = 60
 class InboundAnswer(BaseModel):
     """What an authenticated inbound request is answered, whatever the status code."""
 
+    model_config = ConfigDict(
+        use_attribute_docstrings=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "status": "accepted",
+                    "reason": None,
+                    "post_ids": ["3f0c2a9e-8a34-4d5e-9a57-0f1d1c4b2a10"],
+                    "delivery_ids": ["5a1e7c3b-9d2f-4b6a-8e0c-7f1a2b3c4d5e"],
+                }
+            ]
+        },
+    )
+
     status: DeliveryStatus
-    reason: str | None
+    """What became of the mail (the most retryable outcome when it named several addresses)."""
+    reason: RejectionReason | Literal["rate_limited", "unavailable", "internal_error"] | None
+    """Why it was not posted: a refusal reason, `rate_limited`, or, for our own failures,
+    `unavailable` (503) or `internal_error` (500); null when accepted."""
     post_ids: list[str]
+    """The posts made (one per integration the mail reached)."""
     delivery_ids: list[str]
+    """The delivery log entries written."""
 
 
 def _context(request: Request) -> tuple[Settings, InboundService]:
@@ -158,21 +178,42 @@ async def receive(
     return answer(provider, outcomes, settings)
 
 
-def _documented(media_type: str, schema: dict[str, Any]) -> dict[str, Any]:
-    return {"requestBody": {"required": True, "content": {media_type: {"schema": schema}}}}
-
-
-FORM_SCHEMA = {"type": "object", "additionalProperties": True}
-STATUSES = {
-    200: {"model": InboundAnswer, "description": "Accepted, duplicate, or refused (see body)"},
-    **responses(401, 404, 413),
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Seconds until the next rate-limit window starts (when rate limited).",
+        "schema": {"type": "integer", "minimum": 1, "examples": [60]},
+    }
 }
 
 
-def _status_docs(*codes: int) -> dict[int | str, dict[str, Any]]:
-    docs: dict[int | str, dict[str, Any]] = dict(STATUSES)
-    for code in codes:
-        docs[code] = {"model": InboundAnswer, "description": "See the body's status and reason"}
+def _status_docs(provider: str, www_authenticate: str) -> dict[int | str, dict[str, Any]]:
+    """Every answer of one provider's endpoint (its column of the status table)."""
+    answered = {"model": InboundAnswer}
+    docs: dict[int | str, dict[str, Any]] = {
+        200: {**answered, "description": "Accepted or a duplicate; for SendGrid, refusals too."},
+        **responses(401, 404, 413),
+        500: {**answered, "description": "A bug of ours (`failed`, replayable): retried."},
+        503: {**answered, "description": "Database or disk down (`unavailable`): retried."},
+    }
+    docs[401] = {
+        **docs[401],
+        "headers": {
+            "WWW-Authenticate": {
+                "description": "The scheme expected.",
+                "schema": {"type": "string", "examples": [www_authenticate]},
+            }
+        },
+    }
+    docs[404] = {**docs[404], "description": "The endpoint's secret is not configured."}
+    if REFUSED[provider] != 200:
+        docs[REFUSED[provider]] = {**answered, "description": "Refused for good (see `reason`)."}
+    limited = RATE_LIMITED[provider]
+    docs[limited] = {
+        **answered,
+        "description": "Rate limited (`rate_limited`), with `Retry-After`"
+        + ("; also our own failure (`unavailable`)." if limited == 503 else "."),
+        "headers": _RETRY_AFTER,
+    }
     return docs
 
 
@@ -180,11 +221,14 @@ def _status_docs(*codes: int) -> dict[int | str, dict[str, Any]]:
     "/mailgun",
     status_code=200,
     response_model=None,
-    responses=_status_docs(406, 429, 500, 503),
-    openapi_extra=_documented("multipart/form-data", FORM_SCHEMA),
+    responses=_status_docs("mailgun", "Mailgun"),
+    openapi_extra=docs.MAILGUN,
 )
 async def receive_mailgun(request: Request) -> Response:
-    """Mailgun route `forward()`, parsed fields (urlencoded, or multipart with attachments)."""
+    """Mailgun route `forward()`, parsed fields (urlencoded, or multipart with attachments).
+
+    Authenticated by the Mailgun signature in the body (see the request body). Routed on
+    `recipient`. Refusals answer 406, which stops Mailgun's retries."""
     return await _mailgun(request, mime=False)
 
 
@@ -192,11 +236,14 @@ async def receive_mailgun(request: Request) -> Response:
     "/mailgun/mime",
     status_code=200,
     response_model=None,
-    responses=_status_docs(406, 429, 500, 503),
-    openapi_extra=_documented("multipart/form-data", FORM_SCHEMA),
+    responses=_status_docs("mailgun", "Mailgun"),
+    openapi_extra=docs.MAILGUN_MIME,
 )
 async def receive_mailgun_mime(request: Request) -> Response:
-    """Mailgun route `forward()` to a URL ending in `mime`: the raw message in `body-mime`."""
+    """Mailgun route `forward()` to a URL ending in `mime`: the raw message in `body-mime`.
+
+    Authenticated by the Mailgun signature in the body (see the request body). Routed on
+    `recipient`. Refusals answer 406, which stops Mailgun's retries."""
     return await _mailgun(request, mime=True)
 
 
@@ -233,11 +280,14 @@ async def _mailgun(request: Request, *, mime: bool) -> Response:
     "/sendgrid",
     status_code=200,
     response_model=None,
-    responses=_status_docs(500, 503),
-    openapi_extra=_documented("multipart/form-data", FORM_SCHEMA),
+    responses=_status_docs("sendgrid", "Basic"),
+    openapi_extra=docs.SENDGRID,
 )
 async def receive_sendgrid(request: Request) -> Response:
-    """SendGrid Inbound Parse, parsed or raw (`email`) mode. Refusals answer 200 (no retry)."""
+    """SendGrid Inbound Parse, parsed or raw (`email`) mode, with HTTP basic auth in the URL.
+
+    Routed on `envelope.to`. Refusals answer 200 (SendGrid retries anything else); rate
+    limiting answers 503, which SendGrid retries."""
     settings, service = _context(request)
     holder: dict[str, Any] = {}
 
@@ -261,11 +311,14 @@ async def receive_sendgrid(request: Request) -> Response:
     "/postmark",
     status_code=200,
     response_model=None,
-    responses=_status_docs(403, 429, 500, 503),
-    openapi_extra=_documented("application/json", {"type": "object", "additionalProperties": True}),
+    responses=_status_docs("postmark", "Basic"),
+    openapi_extra=docs.POSTMARK,
 )
 async def receive_postmark(request: Request) -> Response:
-    """Postmark inbound JSON. Refusals answer 403, which stops Postmark's retries."""
+    """Postmark inbound JSON, with HTTP basic auth in the webhook URL.
+
+    Routed on `OriginalRecipient`. Refusals answer 403, which stops Postmark's retries; its
+    "Check" button (no recipient of ours) is answered 200."""
     settings, service = _context(request)
 
     async def read() -> InboundEmail:
@@ -279,11 +332,14 @@ async def receive_postmark(request: Request) -> Response:
     "/mime",
     status_code=200,
     response_model=None,
-    responses=_status_docs(422, 429, 500, 503),
-    openapi_extra=_documented("message/rfc822", {"type": "string", "format": "binary"}),
+    responses=_status_docs("mime", "Basic"),
+    openapi_extra=docs.MIME,
 )
 async def receive_mime(request: Request) -> Response:
-    """A raw RFC 5322 message; envelope recipients in `recipient` (repeated) or `X-Envelope-To`."""
+    """A raw RFC 5322 message from an MTA (`python -m app relay`), with HTTP basic auth.
+
+    The envelope recipients are required: `recipient` (repeated) or `X-Envelope-To`. Refusals
+    answer 422 (the relay command bounces, except for `auto_reply` and `sender_not_allowed`)."""
     settings, service = _context(request)
 
     async def read() -> InboundEmail:
