@@ -167,7 +167,9 @@ def _examples(operation: dict[str, Any], schemas: dict[str, Any]) -> None:
     bodies = [operation.get("requestBody", {}), *operation["responses"].values()]
     for body in bodies:
         for media in body.get("content", {}).values():
-            if "example" not in media and "examples" not in media and "schema" in media:
+            if "example" in media and "schema" in media:
+                restore_nulls(media["example"], media["schema"], schemas)
+            elif "examples" not in media and "schema" in media:
                 media["example"] = example_of(media["schema"], schemas)
 
 

@@ -73,7 +73,7 @@ CODE_TITLES: dict[str, str] = {
 }
 CODE_MEANINGS: dict[str, str] = {
     ProblemCode.bad_request: "The request cannot be read.",
-    ProblemCode.unauthenticated: "No valid credentials (a Bearer token here).",
+    ProblemCode.unauthenticated: "No valid credentials.",
     ProblemCode.forbidden: "The caller sees the resource but may not do this.",
     ProblemCode.not_found: "No such resource, or one the caller may not see.",
     ProblemCode.method_not_allowed: "The path does not serve this method (see `Allow`).",
@@ -293,7 +293,7 @@ def problem_doc(status: int, codes: Sequence[str]) -> dict[str, Any]:
             }
         ]
     doc: dict[str, Any] = {
-        "description": f"{title}: "
+        "description": f"{title}. "
         + " ".join(f"`{code}`: {CODE_MEANINGS[code]}" for code in codes),
         "content": {PROBLEM_MEDIA_TYPE: {"schema": schema, "example": example}},
     }

@@ -36,21 +36,20 @@ MAX_ENVELOPE_RECIPIENTS = 500
 DEFAULT_RETRY_AFTER_SECONDS = 60
 
 
+ACCEPTED_EXAMPLE: dict[str, Any] = {
+    "status": "accepted",
+    "reason": None,
+    "post_ids": ["3f0c2a9e-8a34-4d5e-9a57-0f1d1c4b2a10"],
+    "delivery_ids": ["5a1e7c3b-9d2f-4b6a-8e0c-7f1a2b3c4d5e"],
+}
+
+
 class InboundAnswer(BaseModel):
     """What an authenticated inbound request is answered, whatever the status code."""
 
     model_config = ConfigDict(
         use_attribute_docstrings=True,
-        json_schema_extra={
-            "examples": [
-                {
-                    "status": "accepted",
-                    "reason": None,
-                    "post_ids": ["3f0c2a9e-8a34-4d5e-9a57-0f1d1c4b2a10"],
-                    "delivery_ids": ["5a1e7c3b-9d2f-4b6a-8e0c-7f1a2b3c4d5e"],
-                }
-            ]
-        },
+        json_schema_extra={"examples": [ACCEPTED_EXAMPLE]},
     )
 
     status: DeliveryStatus
@@ -188,12 +187,35 @@ _RETRY_AFTER = {
 
 def _status_docs(provider: str, www_authenticate: str) -> dict[int | str, dict[str, Any]]:
     """Every answer of one provider's endpoint (its column of the status table)."""
-    answered = {"model": InboundAnswer}
+
+    def answered(status: str, reason: str | None, description: str) -> dict[str, Any]:
+        example: dict[str, Any] = {
+            "status": status,
+            "reason": reason,
+            "post_ids": [],
+            "delivery_ids": [],
+        }
+        if status == "accepted":
+            example = ACCEPTED_EXAMPLE
+        elif status != "failed" or reason == "internal_error":
+            example["delivery_ids"] = ["5a1e7c3b-9d2f-4b6a-8e0c-7f1a2b3c4d5e"]
+        return {
+            "model": InboundAnswer,
+            "description": description,
+            "content": {"application/json": {"example": example}},
+        }
+
+    refused = "attachment_too_large"
     docs: dict[int | str, dict[str, Any]] = {
-        200: {**answered, "description": "Accepted or a duplicate; for SendGrid, refusals too."},
+        200: answered(
+            "accepted",
+            None,
+            "Accepted or a duplicate"
+            + ("; refusals too (see `reason`)." if REFUSED[provider] == 200 else "."),
+        ),
         **responses(401, 404, 413),
-        500: {**answered, "description": "A bug of ours (`failed`, replayable): retried."},
-        503: {**answered, "description": "Database or disk down (`unavailable`): retried."},
+        500: answered("failed", "internal_error", "A bug of ours (`failed`, replayable): retried."),
+        503: answered("failed", "unavailable", "Database or disk down (`unavailable`): retried."),
     }
     docs[401] = {
         **docs[401],
@@ -206,12 +228,17 @@ def _status_docs(provider: str, www_authenticate: str) -> dict[int | str, dict[s
     }
     docs[404] = {**docs[404], "description": "The endpoint's secret is not configured."}
     if REFUSED[provider] != 200:
-        docs[REFUSED[provider]] = {**answered, "description": "Refused for good (see `reason`)."}
+        docs[REFUSED[provider]] = answered(
+            "rejected", refused, "Refused for good (see `reason`): not retried."
+        )
     limited = RATE_LIMITED[provider]
     docs[limited] = {
-        **answered,
-        "description": "Rate limited (`rate_limited`), with `Retry-After`"
-        + ("; also our own failure (`unavailable`)." if limited == 503 else "."),
+        **answered(
+            "rate_limited",
+            "rate_limited",
+            "Rate limited (`rate_limited`), with `Retry-After`"
+            + ("; also our own failure (`unavailable`)." if limited == 503 else "."),
+        ),
         "headers": _RETRY_AFTER,
     }
     return docs
