@@ -241,7 +241,19 @@ _CONTENT_RESPONSES: dict[int | str, dict[str, Any]] = {
     **responses(404, 422),
 }
 # The Bearer token is one way in; a signed URL (the query parameters) is the other.
-_SIGNED_OR_BEARER: dict[str, Any] = {"security": [{}]}
+_SIGNED_OR_BEARER: dict[str, Any] = {
+    "security": [{}],
+    "parameters": [
+        {
+            "name": "If-None-Match",
+            "in": "header",
+            "required": False,
+            "description": "An ETag seen before: 304 while the content is the same.",
+            "schema": {"type": "string"},
+            "example": '"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"',
+        }
+    ],
+}
 
 
 def _headers(attachment: Attachment, size: int, max_age: int) -> dict[str, str]:
