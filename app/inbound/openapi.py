@@ -327,13 +327,15 @@ MIME = {
         },
     ],
     "requestBody": _body(
-        "A raw RFC 5322 message, as an MTA received it (`python -m app relay` sends it).",
+        "A raw RFC 5322 message, as an MTA received it (`python -m app relay` sends it as "
+        "`message/rfc822`). The body is read as the message whatever its declared type.",
         {
-            "message/rfc822": {
+            media_type: {
                 "schema": {"type": "string", "format": "binary"},
                 "example": "From: news@example.org\r\nTo: newsletter@example.org\r\n"
                 "Subject: This week\r\nMessage-ID: <1@example.org>\r\n\r\nHello!\r\n",
             }
+            for media_type in ("message/rfc822", "application/octet-stream")
         },
     ),
 }

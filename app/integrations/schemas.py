@@ -34,14 +34,17 @@ class NewGroup(WriteModel):
 
 
 class IntegrationCreate(WriteModel):
-    """Exactly one of `group_id` (an existing group) and `new_group` (a group made for it)."""
+    """Give exactly one of `group_id` (an existing group) and `new_group` (a group made for it):
+    neither, or both, is refused (422)."""
 
+    # "Not both" in the schema; "at least one" only in the description: a oneOf of partial
+    # schemas turns the whole body into `Any` in generated clients (openapi-python-client).
     model_config = ConfigDict(
         json_schema_extra={
-            "oneOf": [
-                {"title": "In an existing group", "required": ["group_id"]},
-                {"title": "In a new group", "required": ["new_group"]},
-            ],
+            "not": {
+                "properties": {"group_id": {}, "new_group": {}},
+                "required": ["group_id", "new_group"],
+            },
             "examples": [
                 {"title": "Weekly newsletter", "group_id": "911a1c35-9e0d-4ca7-91e0-dbae774dd041"},
                 {"title": "Press review", "new_group": {"name": "Press"}},
