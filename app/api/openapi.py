@@ -98,6 +98,7 @@ def document(app: FastAPI) -> dict[str, Any]:
     for schema in schemas.values():
         for example in schema.get("examples", []):
             restore_nulls(example, schema, schemas)
+        _unwrap_descriptions(schema)
     components.setdefault("securitySchemes", {}).update(SECURITY_SCHEMES)
     for path, item in spec.get("paths", {}).items():
         for operation in item.values():
@@ -127,6 +128,16 @@ def _name_pages(spec: dict[str, Any]) -> dict[str, Any]:
         schemas[new] = schemas.pop(old)
         schemas[new]["title"] = new
     return renamed
+
+
+_LINE_BREAK = re.compile(r"(?<!\n)\n(?!\n)")
+
+
+def _unwrap_descriptions(schema: dict[str, Any]) -> None:
+    """Docstrings wrapped at 100 columns read as one line each in generated code."""
+    for node in [schema, *schema.get("properties", {}).values()]:
+        if isinstance(node.get("description"), str):
+            node["description"] = _LINE_BREAK.sub(" ", node["description"])
 
 
 def _add_problem(schemas: dict[str, Any]) -> None:
