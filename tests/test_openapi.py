@@ -64,6 +64,8 @@ class TestOperations:
         for path, method, op in operations():
             assert op.get("tags"), (method, path)
             assert op.get("description"), (method, path)
+            for parameter in op.get("parameters", []):
+                assert parameter.get("description"), (method, path, parameter["name"])
             assert "security" in op, (method, path)
 
     def test_top_level_tags_describe_every_tag_used_and_servers_are_given(self) -> None:

@@ -102,6 +102,7 @@ def document(app: FastAPI) -> dict[str, Any]:
     components.setdefault("securitySchemes", {}).update(SECURITY_SCHEMES)
     for path, item in spec.get("paths", {}).items():
         for operation in item.values():
+            _describe_path_parameters(operation)
             _problems(path, operation)
             _examples(operation, schemas)
     for name in _FASTAPI_422:
@@ -138,6 +139,23 @@ def _unwrap_descriptions(schema: dict[str, Any]) -> None:
     for node in [schema, *schema.get("properties", {}).values()]:
         if isinstance(node.get("description"), str):
             node["description"] = _LINE_BREAK.sub(" ", node["description"])
+
+
+PATH_PARAMETERS = {
+    "platform_id": "The platform's id.",
+    "group_id": "The group's id.",
+    "user_id": "The member's user id (the `sub` of their tokens).",
+    "integration_id": "The integration's id.",
+    "post_id": "The post's id.",
+    "attachment_id": "The attachment's id.",
+    "delivery_id": "The delivery's id.",
+}
+
+
+def _describe_path_parameters(operation: dict[str, Any]) -> None:
+    for parameter in operation.get("parameters", []):
+        if parameter["in"] == "path" and "description" not in parameter:
+            parameter["description"] = PATH_PARAMETERS[parameter["name"]]
 
 
 def _add_problem(schemas: dict[str, Any]) -> None:
