@@ -95,10 +95,14 @@ openapi: $(STAMP)
 openapi-check: $(STAMP)
 	$(BIN)/python -m app openapi --check openapi/openapi.json
 
+# Node tools pinned in tests/contract/package-lock.json (npm ci there when needed).
+openapi-lint:
+	tests/contract/lint.sh
+
 check: lint test openapi-check
 
 clean:
-	rm -rf $(VENV) .uv var .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .uv var .pytest_cache .mypy_cache .ruff_cache *.egg-info tests/contract/node_modules
 
 # The inbound benchmark (needs wrk: apt-get install -y wrk); see docs/performance.md.
 bench: $(STAMP)

@@ -19,7 +19,8 @@ from app import __version__
 from app.api.headers import SecurityHeaders
 from app.api.health import router as health_router
 from app.api.index import router as index_router
-from app.api.problems import Problem, install_problem_handlers
+from app.api.openapi import install as install_openapi
+from app.api.problems import install_problem_handlers
 from app.api.router import api_router
 from app.blobs.store import LocalBlobStore
 from app.config import Settings, get_settings
@@ -91,29 +92,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(index_router)
     app.include_router(health_router)
     app.include_router(api_router)
-    _document(app)
+    install_openapi(app)
     return app
-
-
-def _document(app: FastAPI) -> None:
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema:
-            return app.openapi_schema
-        from fastapi.openapi.utils import get_openapi
-
-        schema = get_openapi(
-            title=app.title, version=app.version, description=app.description, routes=app.routes
-        )
-        components = schema.setdefault("components", {}).setdefault("schemas", {})
-        components["Problem"] = Problem.model_json_schema(
-            ref_template="#/components/schemas/{model}"
-        )
-        for name, sub in components["Problem"].pop("$defs", {}).items():
-            components.setdefault(name, sub)
-        app.openapi_schema = schema
-        return schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def __getattr__(name: str) -> Any:

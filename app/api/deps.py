@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.security import Principal, check_operator_token, decode_user_token
 from app.config import Settings
 from app.db.session import get_session
-from app.errors import Unauthenticated
+from app.errors import Unauthenticated, UnsupportedMediaType
 from app.models import Platform
 
 
@@ -57,3 +58,28 @@ async def operator(credentials: OperatorCredentials, settings: SettingsDep) -> N
 
 CurrentUser = Annotated[Principal, Depends(current_user)]
 Operator = Depends(operator)
+
+
+def _is_json(content_type: str) -> bool:
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    return media_type == "application/json" or (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    )
+
+
+async def json_body_only(request: Request) -> None:
+    """An endpoint that reads a JSON body refuses a body of another type (415), or of no declared
+    type, before validating anything; an empty body without a type is left to validation."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute) or route.body_field is None:
+        return
+    content_type = request.headers.get("content-type")
+    if content_type is None:
+        if await request.body():  # already read by FastAPI: no second read of the stream
+            raise UnsupportedMediaType("The body must be sent as application/json.")
+    elif not _is_json(content_type):
+        media_type = content_type.split(";", 1)[0].strip()
+        raise UnsupportedMediaType(f"This endpoint reads application/json, not {media_type!r}.")
+
+
+JsonBodyOnly = Depends(json_body_only)

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Literal
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from app.api.problems import responses
 from app.errors import Unavailable
@@ -15,18 +16,26 @@ READY_TIMEOUT_SECONDS = 3
 
 
 class Health(BaseModel):
-    status: str
+    """The process (`/healthz`) or the process and its database (`/readyz`) answer."""
+
+    model_config = ConfigDict(
+        use_attribute_docstrings=True, json_schema_extra={"examples": [{"status": "ok"}]}
+    )
+
+    status: Literal["ok"]
+    """Always `ok` (a failure is a 503 problem)."""
 
 
-@router.get("/healthz", status_code=200)
+@router.get("/healthz", status_code=200, openapi_extra={"security": []})
 async def healthz() -> Health:
-    """Answers while the process lives."""
+    """Answers 200 while the process lives (a liveness probe); needs no credentials."""
     return Health(status="ok")
 
 
-@router.get("/readyz", status_code=200, responses=responses(503))
+@router.get("/readyz", status_code=200, responses=responses(503), openapi_extra={"security": []})
 async def readyz(request: Request) -> Health:
-    """Answers 200 only while the database answers."""
+    """Answers 200 only while the database answers (a readiness probe), else 503 within
+    3 seconds; needs no credentials."""
     try:
         async with (
             asyncio.timeout(READY_TIMEOUT_SECONDS),

@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Annotated, Generic, TypeVar
 
 from fastapi import Depends, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 T = TypeVar("T")
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
+CURSOR_EXAMPLE = "WyIyMDI2LTExLTI4VDE5OjA1OjU4WiIsIjkxMWExYzM1Il0"
 
 
 class CursorParams(BaseModel):
@@ -31,9 +32,16 @@ Pagination = Annotated[CursorParams, Depends(cursor_params)]
 
 
 class Page(BaseModel, Generic[T]):
+    """One page of a list; follow `next_cursor` for the next one."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
     items: list[T]
-    next_cursor: str | None
+    """This page's items, newest first."""
+    next_cursor: str | None = Field(examples=[CURSOR_EXAMPLE])
+    """Pass as `cursor` for the next page; null on the last page."""
 
 
 class CountedPage(Page[T], Generic[T]):
     total: int
+    """How many items the filter matches in all."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from app.api.deps import JsonBodyOnly
 from app.deliveries.router import router as deliveries_router
 from app.groups.router import router as groups_router
 from app.inbound.router import router as inbound_router
@@ -14,9 +15,10 @@ from app.posts.router import attachments_router
 from app.posts.router import router as posts_router
 
 api_router = APIRouter()
-# Matched in this order: the inbound endpoints, which take the bursts, come first.
+# Matched in this order: the inbound endpoints, which take the bursts, come first. They read
+# their provider's own format from the raw stream; every other body is JSON (else 415).
+api_router.include_router(inbound_router)
 for router in (
-    inbound_router,
     operator_router,
     platform_router,
     groups_router,
@@ -25,4 +27,4 @@ for router in (
     attachments_router,
     deliveries_router,
 ):
-    api_router.include_router(router)
+    api_router.include_router(router, dependencies=[JsonBodyOnly])

@@ -9,7 +9,7 @@ from app.api.deps import CurrentUser, Operator, SessionDep, SettingsDep
 from app.api.pagination import Page, Pagination
 from app.api.problems import responses
 from app.db.repository import PageResult
-from app.deliveries.schemas import DeliveryRead
+from app.deliveries.schemas import DeliveryRead, DeliveryReason
 from app.deliveries.service import DeliveryService
 from app.errors import NotReplayable
 from app.inbound.service import InboundService
@@ -21,8 +21,13 @@ async def delivery_service(session: SessionDep, settings: SettingsDep) -> Delive
 
 
 Service = Annotated[DeliveryService, Depends(delivery_service)]
-StatusFilter = Annotated[DeliveryStatus | None, Query(alias="status")]
-ReasonFilter = Annotated[str | None, Query(alias="reason", max_length=64)]
+StatusFilter = Annotated[
+    DeliveryStatus | None, Query(alias="status", description="Only deliveries with this status.")
+]
+ReasonFilter = Annotated[
+    DeliveryReason | None,
+    Query(alias="reason", description="Only deliveries refused (or rate limited) for this reason."),
+]
 
 router = APIRouter(tags=["deliveries"], responses=responses(401))
 
@@ -64,11 +69,14 @@ async def list_deliveries(
 
 @router.get("/v1/deliveries/{delivery_id}", status_code=200, responses=responses(404, 422))
 async def get_delivery(delivery_id: uuid.UUID, user: CurrentUser, service: Service) -> DeliveryRead:
+    """One delivery (admins; others see their integrations' deliveries)."""
     return DeliveryRead.model_validate(await service.get(user, delivery_id))
 
 
 @router.post(
-    "/v1/deliveries/{delivery_id}/replay", status_code=200, responses=responses(403, 404, 409, 422)
+    "/v1/deliveries/{delivery_id}/replay",
+    status_code=200,
+    responses=responses(403, 404, "not_replayable", 422),
 )
 async def replay_delivery(
     delivery_id: uuid.UUID,

@@ -39,6 +39,7 @@ async def list_groups(user: CurrentUser, service: Service, page: Pagination) -> 
 
 @router.get("/{group_id}", status_code=200, responses=responses(404, 422))
 async def get_group(group_id: uuid.UUID, user: CurrentUser, service: Service) -> GroupRead:
+    """A group the caller may see (any for an admin, their own groups otherwise)."""
     return GroupRead.model_validate(await service.get(user, group_id))
 
 
@@ -46,6 +47,7 @@ async def get_group(group_id: uuid.UUID, user: CurrentUser, service: Service) ->
 async def update_group(
     group_id: uuid.UUID, body: GroupUpdate, user: CurrentUser, service: Service
 ) -> GroupRead:
+    """Change a group (admins, its managers): only the fields given; `null` clears `description`."""
     return GroupRead.model_validate(await service.update(user, group_id, body))
 
 
@@ -60,6 +62,7 @@ async def delete_group(group_id: uuid.UUID, user: CurrentUser, service: Service)
 async def list_group_members(
     group_id: uuid.UUID, user: CurrentUser, service: Service, page: Pagination
 ) -> Page[MemberRead]:
+    """A group's members and their roles."""
     result = await service.list_members(user, group_id, limit=page.limit, cursor=page.cursor)
     return Page(
         items=[MemberRead.model_validate(m) for m in result.items], next_cursor=result.next_cursor
@@ -93,5 +96,6 @@ async def put_group_member(
 async def remove_group_member(
     group_id: uuid.UUID, user_id: UserId, user: CurrentUser, service: Service
 ) -> Response:
+    """Remove a member from a group (admins, its managers)."""
     await service.remove_member(user, group_id, user_id)
     return Response(status_code=204)

@@ -220,6 +220,11 @@ def _param(params: list[tuple[str, str]], key: str) -> str | None:
     return None
 
 
+def _field_name(value: str) -> str:
+    """A field name as text: NUL, which no database stores, becomes U+FFFD like any bad byte."""
+    return value.replace("\x00", "\ufffd")
+
+
 def _latin1_to_text(value: str) -> str:
     """Header text was decoded as latin-1 (lossless); re-read its bytes as UTF-8."""
     return value.encode("latin-1").decode("utf-8", errors="replace")
@@ -466,7 +471,7 @@ class _Multipart:
         if content_type is not None:
             charset = _param(_parse_header(content_type)[1], "charset") or None
         part = FormPart(
-            name="" if field_name is None else _latin1_to_text(field_name),
+            name="" if field_name is None else _field_name(_latin1_to_text(field_name)),
             filename=filename,
             content_type=None if content_type is None else _latin1_to_text(content_type),
             charset=None if charset is None else _latin1_to_text(charset).strip(),
@@ -567,7 +572,7 @@ class _Urlencoded:
             name = _unquote_plus(bytes(self._name))
             self.collector.begin(
                 FormPart(
-                    name=name.decode("utf-8", errors="replace"),
+                    name=_field_name(name.decode("utf-8", errors="replace")),
                     filename=None,
                     content_type=None,
                     charset=None,

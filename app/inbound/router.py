@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from app.api.problems import problem_response, responses
 from app.config import Settings
+from app.inbound import openapi as docs
 from app.inbound.errors import MalformedMessage, MessageTooComplex
 from app.inbound.model import InboundEmail, storable, storable_text
 from app.inbound.multipart import MalformedBody, PayloadTooLarge
@@ -30,15 +32,35 @@ RATE_LIMITED = {"mailgun": 429, "sendgrid": 503, "postmark": 429, "mime": 429}
 # Envelope recipients are bounded like To/Cc (app.inbound.limits): each one is looked up, and a
 # database bounds the parameters of one query (asyncpg: 32,767). More is message_too_complex.
 MAX_ENVELOPE_RECIPIENTS = 500
+# Retry-After of a rate-limited answer when no window is configured.
+DEFAULT_RETRY_AFTER_SECONDS = 60
+
+
+ACCEPTED_EXAMPLE: dict[str, Any] = {
+    "status": "accepted",
+    "reason": None,
+    "post_ids": ["3f0c2a9e-8a34-4d5e-9a57-0f1d1c4b2a10"],
+    "delivery_ids": ["5a1e7c3b-9d2f-4b6a-8e0c-7f1a2b3c4d5e"],
+}
 
 
 class InboundAnswer(BaseModel):
     """What an authenticated inbound request is answered, whatever the status code."""
 
+    model_config = ConfigDict(
+        use_attribute_docstrings=True,
+        json_schema_extra={"examples": [ACCEPTED_EXAMPLE]},
+    )
+
     status: DeliveryStatus
-    reason: str | None
+    """What became of the mail (the most retryable outcome when it named several addresses)."""
+    reason: RejectionReason | Literal["rate_limited", "unavailable", "internal_error"] | None
+    """Why it was not posted: a refusal reason, `rate_limited`, or, for our own failures,
+    `unavailable` (503) or `internal_error` (500); null when accepted."""
     post_ids: list[str]
+    """The posts made (one per integration the mail reached)."""
     delivery_ids: list[str]
+    """The delivery log entries written."""
 
 
 def _context(request: Request) -> tuple[Settings, InboundService]:
@@ -47,14 +69,29 @@ def _context(request: Request) -> tuple[Settings, InboundService]:
     return state.settings, InboundService(state.sessionmaker, state.blobs, state.settings)
 
 
-def answer(provider: str, outcomes: Sequence[DeliveryOutcome]) -> JSONResponse:
-    """Retryable if any outcome is; else 200 if any was accepted; else the refusal code."""
+def retry_after(settings: Settings, now: float | None = None) -> int:
+    """Seconds until the next rate-limit window starts: no retry can be accepted before then."""
+    moment = int(time.time() if now is None else now)
+    waits = [limit.seconds - moment % limit.seconds for limit in settings.rate_limits]
+    return max(1, min(waits, default=DEFAULT_RETRY_AFTER_SECONDS))
+
+
+def answer(
+    provider: str, outcomes: Sequence[DeliveryOutcome], settings: Settings | None = None
+) -> JSONResponse:
+    """Retryable if any outcome is; else 200 if any was accepted; else the refusal code.
+
+    A rate-limited answer says when to retry (``Retry-After``), whatever its status code.
+    """
     statuses = {o.status for o in outcomes}
     reason = next((o.reason for o in outcomes if o.reason), None)
+    headers: dict[str, str] | None = None
     if DeliveryStatus.failed in statuses:
         code, status = 500, DeliveryStatus.failed
     elif DeliveryStatus.rate_limited in statuses:
         code, status = RATE_LIMITED[provider], DeliveryStatus.rate_limited
+        seconds = retry_after(settings) if settings else DEFAULT_RETRY_AFTER_SECONDS
+        headers = {"Retry-After": str(seconds)}
     elif DeliveryStatus.accepted in statuses:
         code, status, reason = 200, DeliveryStatus.accepted, None
     elif DeliveryStatus.duplicate in statuses:
@@ -68,7 +105,7 @@ def answer(provider: str, outcomes: Sequence[DeliveryOutcome]) -> JSONResponse:
         post_ids=[str(o.post_id) for o in outcomes if o.post_id],
         delivery_ids=[str(o.delivery_id) for o in outcomes if o.delivery_id],
     )
-    return JSONResponse(body.model_dump(mode="json"), status_code=code)
+    return JSONResponse(body.model_dump(mode="json"), status_code=code, headers=headers)
 
 
 def _bounded(recipients: Sequence[str], settings: Settings) -> tuple[str, ...]:
@@ -123,7 +160,7 @@ async def receive(
             )
         except InfrastructureFailure:
             return _failure(503, "unavailable")
-        return answer(provider, outcomes)
+        return answer(provider, outcomes, settings)
     except InfrastructureFailure:
         return _failure(503, "unavailable")
     except OSError as exc:
@@ -137,24 +174,73 @@ async def receive(
     except InfrastructureFailure:
         logger.warning("inbound %s delivery could not be stored; answering 503", provider)
         return _failure(503, "unavailable")
-    return answer(provider, outcomes)
+    return answer(provider, outcomes, settings)
 
 
-def _documented(media_type: str, schema: dict[str, Any]) -> dict[str, Any]:
-    return {"requestBody": {"required": True, "content": {media_type: {"schema": schema}}}}
-
-
-FORM_SCHEMA = {"type": "object", "additionalProperties": True}
-STATUSES = {
-    200: {"model": InboundAnswer, "description": "Accepted, duplicate, or refused (see body)"},
-    **responses(401, 404, 413),
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Seconds until the next rate-limit window starts (when rate limited).",
+        "schema": {"type": "integer", "minimum": 1, "examples": [60]},
+    }
 }
 
 
-def _status_docs(*codes: int) -> dict[int | str, dict[str, Any]]:
-    docs: dict[int | str, dict[str, Any]] = dict(STATUSES)
-    for code in codes:
-        docs[code] = {"model": InboundAnswer, "description": "See the body's status and reason"}
+def _status_docs(provider: str, www_authenticate: str) -> dict[int | str, dict[str, Any]]:
+    """Every answer of one provider's endpoint (its column of the status table)."""
+
+    def answered(status: str, reason: str | None, description: str) -> dict[str, Any]:
+        example: dict[str, Any] = {
+            "status": status,
+            "reason": reason,
+            "post_ids": [],
+            "delivery_ids": [],
+        }
+        if status == "accepted":
+            example = ACCEPTED_EXAMPLE
+        elif status != "failed" or reason == "internal_error":
+            example["delivery_ids"] = ["5a1e7c3b-9d2f-4b6a-8e0c-7f1a2b3c4d5e"]
+        return {
+            "model": InboundAnswer,
+            "description": description,
+            "content": {"application/json": {"example": example}},
+        }
+
+    refused = "attachment_too_large"
+    docs: dict[int | str, dict[str, Any]] = {
+        200: answered(
+            "accepted",
+            None,
+            "Accepted or a duplicate"
+            + ("; refusals too (see `reason`)." if REFUSED[provider] == 200 else "."),
+        ),
+        **responses(401, 404, 413),
+        500: answered("failed", "internal_error", "A bug of ours (`failed`, replayable): retried."),
+        503: answered("failed", "unavailable", "Database or disk down (`unavailable`): retried."),
+    }
+    docs[401] = {
+        **docs[401],
+        "headers": {
+            "WWW-Authenticate": {
+                "description": "The scheme expected.",
+                "schema": {"type": "string", "examples": [www_authenticate]},
+            }
+        },
+    }
+    docs[404] = {**docs[404], "description": "The endpoint's secret is not configured."}
+    if REFUSED[provider] != 200:
+        docs[REFUSED[provider]] = answered(
+            "rejected", refused, "Refused for good (see `reason`): not retried."
+        )
+    limited = RATE_LIMITED[provider]
+    docs[limited] = {
+        **answered(
+            "rate_limited",
+            "rate_limited",
+            "Rate limited (`rate_limited`), with `Retry-After`"
+            + ("; also our own failure (`unavailable`)." if limited == 503 else "."),
+        ),
+        "headers": _RETRY_AFTER,
+    }
     return docs
 
 
@@ -162,11 +248,14 @@ def _status_docs(*codes: int) -> dict[int | str, dict[str, Any]]:
     "/mailgun",
     status_code=200,
     response_model=None,
-    responses=_status_docs(406, 429, 500, 503),
-    openapi_extra=_documented("multipart/form-data", FORM_SCHEMA),
+    responses=_status_docs("mailgun", "Mailgun"),
+    openapi_extra=docs.MAILGUN,
 )
 async def receive_mailgun(request: Request) -> Response:
-    """Mailgun route `forward()`, parsed fields (urlencoded, or multipart with attachments)."""
+    """Mailgun route `forward()`, parsed fields (urlencoded, or multipart with attachments).
+
+    Authenticated by the Mailgun signature in the body (see the request body). Routed on
+    `recipient`. Refusals answer 406, which stops Mailgun's retries."""
     return await _mailgun(request, mime=False)
 
 
@@ -174,11 +263,14 @@ async def receive_mailgun(request: Request) -> Response:
     "/mailgun/mime",
     status_code=200,
     response_model=None,
-    responses=_status_docs(406, 429, 500, 503),
-    openapi_extra=_documented("multipart/form-data", FORM_SCHEMA),
+    responses=_status_docs("mailgun", "Mailgun"),
+    openapi_extra=docs.MAILGUN_MIME,
 )
 async def receive_mailgun_mime(request: Request) -> Response:
-    """Mailgun route `forward()` to a URL ending in `mime`: the raw message in `body-mime`."""
+    """Mailgun route `forward()` to a URL ending in `mime`: the raw message in `body-mime`.
+
+    Authenticated by the Mailgun signature in the body (see the request body). Routed on
+    `recipient`. Refusals answer 406, which stops Mailgun's retries."""
     return await _mailgun(request, mime=True)
 
 
@@ -215,11 +307,14 @@ async def _mailgun(request: Request, *, mime: bool) -> Response:
     "/sendgrid",
     status_code=200,
     response_model=None,
-    responses=_status_docs(500, 503),
-    openapi_extra=_documented("multipart/form-data", FORM_SCHEMA),
+    responses=_status_docs("sendgrid", "Basic"),
+    openapi_extra=docs.SENDGRID,
 )
 async def receive_sendgrid(request: Request) -> Response:
-    """SendGrid Inbound Parse, parsed or raw (`email`) mode. Refusals answer 200 (no retry)."""
+    """SendGrid Inbound Parse, parsed or raw (`email`) mode, with HTTP basic auth in the URL.
+
+    Routed on `envelope.to`. Refusals answer 200 (SendGrid retries anything else); rate
+    limiting answers 503, which SendGrid retries."""
     settings, service = _context(request)
     holder: dict[str, Any] = {}
 
@@ -243,11 +338,14 @@ async def receive_sendgrid(request: Request) -> Response:
     "/postmark",
     status_code=200,
     response_model=None,
-    responses=_status_docs(403, 429, 500, 503),
-    openapi_extra=_documented("application/json", {"type": "object", "additionalProperties": True}),
+    responses=_status_docs("postmark", "Basic"),
+    openapi_extra=docs.POSTMARK,
 )
 async def receive_postmark(request: Request) -> Response:
-    """Postmark inbound JSON. Refusals answer 403, which stops Postmark's retries."""
+    """Postmark inbound JSON, with HTTP basic auth in the webhook URL.
+
+    Routed on `OriginalRecipient`. Refusals answer 403, which stops Postmark's retries; its
+    "Check" button (no recipient of ours) is answered 200."""
     settings, service = _context(request)
 
     async def read() -> InboundEmail:
@@ -261,11 +359,14 @@ async def receive_postmark(request: Request) -> Response:
     "/mime",
     status_code=200,
     response_model=None,
-    responses=_status_docs(422, 429, 500, 503),
-    openapi_extra=_documented("message/rfc822", {"type": "string", "format": "binary"}),
+    responses=_status_docs("mime", "Basic"),
+    openapi_extra=docs.MIME,
 )
 async def receive_mime(request: Request) -> Response:
-    """A raw RFC 5322 message; envelope recipients in `recipient` (repeated) or `X-Envelope-To`."""
+    """A raw RFC 5322 message from an MTA (`python -m app relay`), with HTTP basic auth.
+
+    The envelope recipients are required: `recipient` (repeated) or `X-Envelope-To`. Refusals
+    answer 422 (the relay command bounces, except for `auto_reply` and `sender_not_allowed`)."""
     settings, service = _context(request)
 
     async def read() -> InboundEmail:

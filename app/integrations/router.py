@@ -27,7 +27,7 @@ Service = Annotated[IntegrationService, Depends(integration_service)]
 router = APIRouter(prefix="/v1/integrations", tags=["integrations"], responses=responses(401))
 
 
-@router.post("", status_code=201, responses=responses(403, 404, 409, 422))
+@router.post("", status_code=201, responses=responses(403, 404, "plan_limit_reached", 422))
 async def create_integration(
     body: IntegrationCreate, user: CurrentUser, service: Service
 ) -> IntegrationRead:
@@ -44,10 +44,14 @@ async def list_integrations(
     user: CurrentUser,
     service: Service,
     page: Pagination,
-    group_id: Annotated[uuid.UUID | None, Query()] = None,
-    service_name: Annotated[ServiceName | None, Query(alias="service")] = None,
+    group_id: Annotated[uuid.UUID | None, Query(description="Only this group's.")] = None,
+    service_name: Annotated[
+        ServiceName | None, Query(alias="service", description="Only this service's.")
+    ] = None,
 ) -> IntegrationPage:
-    """Integrations the caller may see, newest first; `total` counts all that match the filter."""
+    """Integrations the caller may see, newest first; `total` counts all that match the filter.
+
+    A `group_id` the caller cannot see answers 404."""
     return await service.list(
         user, group_id=group_id, service=service_name, limit=page.limit, cursor=page.cursor
     )
@@ -57,6 +61,7 @@ async def list_integrations(
 async def get_integration(
     integration_id: uuid.UUID, user: CurrentUser, service: Service
 ) -> IntegrationRead:
+    """An integration the caller may see, with its address and what arrived so far."""
     return (await service.read([await service.get(user, integration_id)]))[0]
 
 

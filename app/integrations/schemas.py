@@ -3,13 +3,14 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import datetime
-from typing import Annotated, Self
+from typing import Annotated, Any, Self
 
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, field_validator, model_validator
 
+from app.api.pagination import CURSOR_EXAMPLE
 from app.integrations.addresses import display_address
 from app.models import Integration, OversizePolicy, Service
-from app.schemas import Name, ReadModel, Title, WriteModel
+from app.schemas import Name, NullRefused, ReadModel, Title, WriteModel
 
 # Every label, the last one too, starts and ends with a letter or digit.
 _DOMAIN = r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9][a-z0-9-]{0,61}[a-z0-9]"
@@ -29,15 +30,42 @@ Senders = Annotated[list[Sender], Field(max_length=200)]
 
 class NewGroup(WriteModel):
     name: Name
+    """The new group's display name (1 to 200 characters after trimming)."""
 
 
 class IntegrationCreate(WriteModel):
+    """Give exactly one of `group_id` (an existing group) and `new_group` (a group made for it):
+    neither, or both, is refused (422)."""
+
+    # "Not both" in the schema; "at least one" only in the description: a oneOf of partial
+    # schemas turns the whole body into `Any` in generated clients (openapi-python-client).
+    model_config = ConfigDict(
+        json_schema_extra={
+            "not": {
+                "properties": {"group_id": {}, "new_group": {}},
+                "required": ["group_id", "new_group"],
+            },
+            "examples": [
+                {"title": "Weekly newsletter", "group_id": "911a1c35-9e0d-4ca7-91e0-dbae774dd041"},
+                {"title": "Press review", "new_group": {"name": "Press"}},
+            ],
+        }
+    )
+
     title: Title
-    group_id: uuid.UUID | None = None
-    new_group: NewGroup | None = None
+    """Display name shown in the To field of mail clients: 1 to 100 characters after trimming,
+    no control characters."""
+    group_id: Annotated[uuid.UUID | None, NullRefused] = None
+    """The existing group mail is posted to (not with `new_group`)."""
+    new_group: Annotated[NewGroup | None, NullRefused] = None
+    """A new group dedicated to the integration, managed by the caller (not with `group_id`)."""
     allowed_senders: Senders = []
+    """Addresses (`name@example.com`) and domains (`@example.com`, exact) mail is accepted from;
+    empty: anyone."""
     oversize_attachments: OversizePolicy = OversizePolicy.reject
+    """`reject` mail with an attachment over the limit, or `drop` the oversized files."""
     service: Service = Service.email
+    """The integration's service; only `email` exists."""
 
     @model_validator(mode="after")
     def _one_group(self) -> Self:
@@ -47,10 +75,18 @@ class IntegrationCreate(WriteModel):
 
 
 class IntegrationUpdate(WriteModel):
-    title: Title | None = None
-    enabled: bool | None = None
-    allowed_senders: Senders | None = None
-    oversize_attachments: OversizePolicy | None = None
+    """Only the fields given change; `null` is refused (422) for every field."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"enabled": False}]})
+
+    title: Annotated[Title | None, NullRefused] = None
+    """New title; the address stays."""
+    enabled: Annotated[bool | None, NullRefused] = None
+    """`false` refuses mail with `integration_disabled`."""
+    allowed_senders: Annotated[Senders | None, NullRefused] = None
+    """Replaces the allowed senders; `[]` accepts anyone."""
+    oversize_attachments: Annotated[OversizePolicy | None, NullRefused] = None
+    """`reject` or `drop`."""
 
     @field_validator("title", "enabled", "allowed_senders", "oversize_attachments", mode="before")
     @classmethod
@@ -63,23 +99,57 @@ class IntegrationUpdate(WriteModel):
 
 class IntegrationStats(ReadModel):
     accepted: int = 0
+    """Mails posted (duplicates not counted)."""
     refused: int = 0
+    """Mails refused for good."""
     last_received_at: datetime | None = None
+    """When the last mail arrived, or null."""
+
+
+INTEGRATION_EXAMPLE: dict[str, Any] = {
+    "id": "6c4be14f-9746-4e1a-968f-3db8f987bb20",
+    "service": "email",
+    "title": "Weekly newsletter",
+    "address": "weekly-newsletter.75ekp282n39radq92i2kcyimtj@in.example.com",
+    "display_address": '"Weekly newsletter" '
+    "<weekly-newsletter.75ekp282n39radq92i2kcyimtj@in.example.com>",
+    "group_id": "911a1c35-9e0d-4ca7-91e0-dbae774dd041",
+    "enabled": True,
+    "created_by": "alice",
+    "created_at": "2026-11-28T19:05:58.531Z",
+    "allowed_senders": [],
+    "oversize_attachments": "reject",
+    "stats": {"accepted": 0, "refused": 0, "last_received_at": None},
+}
 
 
 class IntegrationRead(ReadModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [INTEGRATION_EXAMPLE]})
+
     id: uuid.UUID
+    """The integration's id."""
     service: Service
+    """Always `email`."""
     title: str
+    """Display name."""
     address: str
+    """The generated address mail is sent to (cannot be guessed; never changes)."""
     display_address: str
+    """`"title" <address>`, ready to paste into a mail client."""
     group_id: uuid.UUID | None
+    """The group mail is posted to; null once that group is deleted."""
     enabled: bool
+    """A disabled integration refuses mail (`integration_disabled`)."""
     created_by: str
+    """User id of the creator."""
     created_at: datetime
+    """When it was created."""
     allowed_senders: list[str]
+    """Addresses and `@domains` mail is accepted from; empty: anyone."""
     oversize_attachments: OversizePolicy
+    """What happens to mail with an attachment over the limit."""
     stats: IntegrationStats
+    """What arrived so far."""
 
     @classmethod
     def of(cls, integration: Integration, stats: IntegrationStats | None = None) -> Self:
@@ -101,5 +171,8 @@ class IntegrationRead(ReadModel):
 
 class IntegrationPage(ReadModel):
     items: list[IntegrationRead]
+    """This page, newest first."""
     total: int
-    next_cursor: str | None
+    """How many integrations match the filter, among those the caller may see."""
+    next_cursor: str | None = Field(examples=[CURSOR_EXAMPLE])
+    """Pass as `cursor` for the next page; null on the last page."""

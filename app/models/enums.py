@@ -6,6 +6,9 @@ from enum import StrEnum
 
 
 class Plan(StrEnum):
+    """A platform's plan: it caps the integrations (`essentials` 3, `standard` 10, `premium`
+    unlimited)."""
+
     essentials = "essentials"
     standard = "standard"
     premium = "premium"
@@ -23,25 +26,36 @@ PLAN_LIMITS: dict[Plan, int | None] = {Plan.essentials: 3, Plan.standard: 10, Pl
 
 
 class Role(StrEnum):
+    """A user's role on the platform (the token's `role` claim)."""
+
     admin = "admin"
     member = "member"
 
 
 class GroupRole(StrEnum):
+    """A member's role in a group: a `manager` may change the group and its members."""
+
     manager = "manager"
     member = "member"
 
 
 class Service(StrEnum):
+    """The service of an integration; only `email` exists."""
+
     email = "email"
 
 
 class OversizePolicy(StrEnum):
+    """Mail with an attachment over the limit: `reject` it, or post it and `drop` the oversized
+    files."""
+
     reject = "reject"
     drop = "drop"
 
 
 class DeliveryStatus(StrEnum):
+    """What became of one mail for one integration."""
+
     accepted = "accepted"
     duplicate = "duplicate"
     rejected = "rejected"
@@ -50,6 +64,8 @@ class DeliveryStatus(StrEnum):
 
 
 class RejectionReason(StrEnum):
+    """Why a mail was refused for good (stable codes)."""
+
     unknown_recipient = "unknown_recipient"
     attachment_too_large = "attachment_too_large"
     auto_reply = "auto_reply"

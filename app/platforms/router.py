@@ -36,14 +36,16 @@ async def create_platform(body: PlatformCreate, service: Service) -> PlatformRea
 
 @operator_router.get("", status_code=200, responses=responses(422))
 async def list_platforms(service: Service, page: Pagination) -> Page[PlatformRead]:
+    """Every platform (operator), newest first."""
     result = await service.list(limit=page.limit, cursor=page.cursor)
     return Page(
         items=[PlatformRead.model_validate(p) for p in result.items], next_cursor=result.next_cursor
     )
 
 
-@operator_router.get("/{platform_id}", status_code=200, responses=responses(404))
+@operator_router.get("/{platform_id}", status_code=200, responses=responses(404, 422))
 async def get_platform(platform_id: str, service: Service) -> PlatformRead:
+    """One platform (operator)."""
     return PlatformRead.model_validate(await service.get(platform_id))
 
 
@@ -66,4 +68,5 @@ async def get_current_platform(user: CurrentUser, service: Service) -> PlatformD
 async def update_platform_settings(
     body: PlatformSettingsUpdate, user: CurrentUser, service: Service
 ) -> PlatformDetail:
+    """Change the platform-wide settings (admins)."""
     return await service.update_settings(user, body)

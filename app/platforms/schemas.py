@@ -3,23 +3,36 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from app.models.enums import Plan
-from app.schemas import Name, ReadModel, WriteModel
+from app.schemas import Name, NullRefused, ReadModel, WriteModel
 
 PlatformId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 
 
 class PlatformCreate(WriteModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"id": "acme", "name": "Acme", "plan": "essentials"}]}
+    )
+
     name: Name
+    """Display name: 1 to 200 characters after trimming."""
     plan: Plan
-    id: PlatformId | None = None
+    """Caps the integrations: `essentials` 3, `standard` 10, `premium` unlimited."""
+    id: Annotated[PlatformId | None, NullRefused] = None
+    """The host platform's own id (1 to 64 of `A-Z a-z 0-9 _ . : -`); generated when left out."""
 
 
 class PlatformUpdate(WriteModel):
-    name: Name | None = None
-    plan: Plan | None = None
+    """Only the fields given change; `null` is refused (422)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"plan": "standard"}]})
+
+    name: Annotated[Name | None, NullRefused] = None
+    """New display name."""
+    plan: Annotated[Plan | None, NullRefused] = None
+    """New plan; a downgrade below current usage is allowed (new integrations are refused)."""
 
     @field_validator("name", "plan", mode="before")
     @classmethod
@@ -31,32 +44,77 @@ class PlatformUpdate(WriteModel):
 
 
 class PlatformRead(ReadModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "acme",
+                    "name": "Acme",
+                    "plan": "essentials",
+                    "created_at": "2026-11-28T19:05:57.702Z",
+                }
+            ]
+        }
+    )
+
     id: str
+    """The platform's id (the `platform` claim of its users' tokens)."""
     name: str
+    """Display name."""
     plan: Plan
+    """The plan."""
     created_at: datetime
+    """When it was created."""
 
 
 class PlatformSettings(ReadModel):
     members_can_add_integrations: bool
+    """Whether any member may add integrations to the groups they belong to."""
 
 
 class PlatformSettingsUpdate(WriteModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"members_can_add_integrations": True}]}
+    )
+
     members_can_add_integrations: bool
+    """Whether any member may add integrations to the groups they belong to."""
 
 
 class IntegrationUsage(ReadModel):
     count: int
+    """Integrations on the platform, disabled ones included (deleted ones not)."""
     limit: int | None
+    """The plan's cap; null when unlimited."""
 
 
 class PlatformUsage(ReadModel):
     integrations: IntegrationUsage
+    """Integrations against the plan's cap."""
 
 
 class PlatformDetail(ReadModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "acme",
+                    "name": "Acme",
+                    "plan": "essentials",
+                    "settings": {"members_can_add_integrations": False},
+                    "usage": {"integrations": {"count": 2, "limit": 3}},
+                }
+            ]
+        }
+    )
+
     id: str
+    """The platform's id."""
     name: str
+    """Display name."""
     plan: Plan
+    """The plan."""
     settings: PlatformSettings
+    """Platform-wide settings."""
     usage: PlatformUsage
+    """Usage against the plan."""

@@ -192,20 +192,69 @@ async def delete_post(post_id: uuid.UUID, user: CurrentUser, service: Service) -
     return Response(status_code=204)
 
 
+def _header(description: str, example: str) -> dict[str, Any]:
+    return {"description": description, "schema": {"type": "string", "examples": [example]}}
+
+
+_ETAG = _header("The SHA-256 of the bytes, quoted: send it back in `If-None-Match`.", '"9f86d0"')
+_CACHE_CONTROL = _header(
+    "`private`, for at most 15 minutes (and no later than a signed URL's expiry).",
+    "private, max-age=900",
+)
+_NOSNIFF = _header("Always `nosniff`.", "nosniff")
 _CONTENT_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "The attachment's bytes, served as a download: its stored type when "
         "inert (text with a plain charset), else `application/octet-stream`.",
+        "headers": {
+            "Content-Disposition": _header(
+                "`attachment`, with an ASCII `filename` and the exact name in `filename*` "
+                "(RFC 6266).",
+                "attachment; filename=\"report.pdf\"; filename*=UTF-8''report.pdf",
+            ),
+            "ETag": _ETAG,
+            "Cache-Control": _CACHE_CONTROL,
+            "X-Content-Type-Options": _NOSNIFF,
+            "Content-Security-Policy": _header(
+                "Nothing in the file may run or load anything.", CONTENT_SECURITY_POLICY
+            ),
+            "Content-Length": {
+                "description": "Size in bytes.",
+                "schema": {"type": "integer", "examples": [48213]},
+            },
+        },
         "content": {
-            media_type: {"schema": {"type": "string", "format": "binary"}}
+            media_type: {
+                "schema": {"type": "string", "format": "binary"},
+                "example": "%PDF-1.4" if media_type == "application/pdf" else "...",
+            }
             for media_type in [FALLBACK_CONTENT_TYPE, *sorted(SAFE_CONTENT_TYPES)]
         },
     },
-    304: {"description": "Not modified (`If-None-Match` names the current ETag)."},
+    304: {
+        "description": "Not modified (`If-None-Match` names the current ETag).",
+        "headers": {
+            "ETag": _ETAG,
+            "Cache-Control": _CACHE_CONTROL,
+            "X-Content-Type-Options": _NOSNIFF,
+        },
+    },
     **responses(404, 422),
 }
 # The Bearer token is one way in; a signed URL (the query parameters) is the other.
-_SIGNED_OR_BEARER: dict[str, Any] = {"security": [{}]}
+_SIGNED_OR_BEARER: dict[str, Any] = {
+    "security": [{}],
+    "parameters": [
+        {
+            "name": "If-None-Match",
+            "in": "header",
+            "required": False,
+            "description": "An ETag seen before: 304 while the content is the same.",
+            "schema": {"type": "string"},
+            "example": '"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"',
+        }
+    ],
+}
 
 
 def _headers(attachment: Attachment, size: int, max_age: int) -> dict[str, str]:

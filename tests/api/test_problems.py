@@ -75,3 +75,76 @@ async def test_hostile_cursors_are_refused_not_500(client: httpx.AsyncClient, wo
         r = await client.get("/v1/platforms", params={"cursor": cursor}, headers=OPERATOR)
         assert r.status_code == 422, r.text
         assert r.json()["code"] == "invalid_cursor"
+
+
+class TestJsonEndpointsRefuseOtherContentTypes:
+    async def test_a_form_body_is_refused_with_415_and_nothing_is_made(
+        self, client: httpx.AsyncClient, world: World
+    ) -> None:
+        await world.platform("p1")
+        r = await client.post("/v1/groups", data={"name": "Team"}, headers=bearer("root"))
+        assert r.status_code == 415
+        assert r.headers["content-type"] == "application/problem+json"
+        assert r.json()["code"] == "unsupported_media_type"
+        listed = await client.get("/v1/groups", headers=bearer("root"))
+        assert listed.json()["items"] == []
+
+    async def test_json_text_sent_as_text_plain_is_refused(
+        self, client: httpx.AsyncClient, world: World
+    ) -> None:
+        await world.platform("p1")
+        group = await world.group("p1")
+        r = await client.patch(
+            f"/v1/groups/{group}",
+            content=b'{"name": "Renamed"}',
+            headers={**bearer("root"), "Content-Type": "text/plain"},
+        )
+        assert (r.status_code, r.json()["code"]) == (415, "unsupported_media_type")
+
+    async def test_a_body_without_a_content_type_is_refused(
+        self, client: httpx.AsyncClient, world: World
+    ) -> None:
+        await world.platform("p1")
+        r = await client.post("/v1/groups", content=b'{"name": "Team"}', headers=bearer("root"))
+        assert (r.status_code, r.json()["code"]) == (415, "unsupported_media_type")
+
+    async def test_json_with_a_charset_or_a_json_suffix_is_read(
+        self, client: httpx.AsyncClient, world: World
+    ) -> None:
+        await world.platform("p1")
+        for content_type in ("application/json; charset=utf-8", "application/merge-patch+json"):
+            r = await client.post(
+                "/v1/groups",
+                content=b'{"name": "Team"}',
+                headers={**bearer("root"), "Content-Type": content_type},
+            )
+            assert r.status_code == 201, (content_type, r.text)
+
+    async def test_an_endpoint_without_a_body_ignores_the_content_type(
+        self, client: httpx.AsyncClient, world: World
+    ) -> None:
+        await world.platform("p1")
+        group = await world.group("p1")
+        r = await client.delete(
+            f"/v1/groups/{group}", headers={**bearer("root"), "Content-Type": "text/plain"}
+        )
+        assert r.status_code == 204
+
+
+class TestMethodNotAllowedListsEveryAllowedMethod:
+    async def test_allow_names_every_method_of_the_path(
+        self, client: httpx.AsyncClient, world: World
+    ) -> None:
+        await world.platform("p1")
+        integration = "00000000-0000-0000-0000-000000000000"
+        for method, path, allowed in (
+            ("PUT", "/v1/integrations", "GET, POST"),
+            ("PUT", f"/v1/integrations/{integration}", "GET, PATCH, DELETE"),
+            ("POST", f"/v1/attachments/{integration}/content", "GET, HEAD"),
+            ("GET", "/v1/platform/settings", "PATCH"),
+            ("GET", "/inbound/mime", "POST"),
+        ):
+            r = await client.request(method, path, headers=bearer("root"))
+            assert r.status_code == 405, (method, path)
+            assert r.headers["allow"] == allowed, (method, path)
+            assert r.json()["code"] == "method_not_allowed"

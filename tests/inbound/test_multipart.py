@@ -394,8 +394,9 @@ async def test_urlencoded_decoding_matches_the_standard_library(spool_root: Path
         try:
             got = [(p.name.encode("utf-8"), p.read()) for p in form.parts]
             assert [value for _, value in got] == [value for _, value in expected]
-            assert [p.name for p in form.parts] == [
-                name.decode("utf-8", errors="replace") for name, _ in expected
+            assert [p.name for p in form.parts] == [  # NUL is replaced, as a bad byte is
+                name.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
+                for name, _ in expected
             ]
         finally:
             form.cleanup()

@@ -669,6 +669,40 @@ class TestRateLimits:
         assert statuses.count("rate_limited") == 2
 
 
+class TestRateLimitedAnswersSayWhenToRetry:
+    @pytest.fixture
+    def settings(self, database_url: str, tmp_path: object) -> object:
+        return _rate_limited_settings(database_url, tmp_path, "1/3600")
+
+    async def test_429_and_sendgrids_503_carry_retry_after_until_the_window_ends(
+        self, client: httpx.AsyncClient, inbox: Inbox
+    ) -> None:
+        first = postmark_json(inbox.address, message_id="retry-0")
+        assert (
+            await client.post("/inbound/postmark", json=first, headers=basic())
+        ).status_code == 200
+        assert (
+            "retry-after"
+            not in (await client.post("/inbound/postmark", json=first, headers=basic())).headers
+        )  # a duplicate is not rate limited
+        second = postmark_json(inbox.address, message_id="retry-1")
+        before = int(time.time())
+        r = await client.post("/inbound/postmark", json=second, headers=basic())
+        after = int(time.time())
+        assert r.status_code == 429
+        # the seconds left in the hour's window, at some moment of the request
+        until_the_hour = {3600 - moment % 3600 for moment in range(before, after + 1)}
+        assert int(r.headers["retry-after"]) in until_the_hour
+        fields = {
+            "envelope": json.dumps({"to": [inbox.address], "from": "a@b.org"}),
+            "text": "x",
+            "from": "a@b.org",
+        }
+        r = await client.post("/inbound/sendgrid", data=fields, headers=basic())
+        assert r.status_code == 503
+        assert 1 <= int(r.headers["retry-after"]) <= 3600
+
+
 class TestRateLimitsSharingAWindow:
     @pytest.fixture
     def settings(self, database_url: str, tmp_path: object) -> object:
