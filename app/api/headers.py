@@ -6,6 +6,13 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
+def security_headers(path: str) -> dict[str, str]:
+    """What an answer to ``path`` carries when it sets nothing of its own."""
+    if path.startswith("/v1/"):
+        return {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
+    return {"X-Content-Type-Options": "nosniff"}
+
+
 class SecurityHeaders:
     """``X-Content-Type-Options: nosniff`` on every answer; ``Cache-Control: no-store`` on every
     ``/v1`` answer that sets no caching of its own, since those carry integration addresses,
@@ -19,14 +26,14 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        private = scope["path"].startswith("/v1/")
+        defaults = security_headers(scope["path"])
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
-                headers["X-Content-Type-Options"] = "nosniff"
-                if private and "cache-control" not in headers:
-                    headers["Cache-Control"] = "no-store"
+                for name, value in defaults.items():
+                    if name not in headers:
+                        headers[name] = value
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

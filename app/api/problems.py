@@ -17,6 +17,7 @@ from pydantic.json_schema import SkipJsonSchema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from app.api.headers import security_headers
 from app.errors import AppError
 
 logger = logging.getLogger("mailslot.errors")
@@ -219,7 +220,8 @@ def allowed_methods(request: Request) -> list[str]:
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return problem_response(500)
+    # Answered by the outermost layer, past the middleware that adds these to every answer.
+    return problem_response(500, headers=security_headers(request.url.path))
 
 
 def install_problem_handlers(app: FastAPI) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import httpx
+from fastapi import FastAPI
 
 from tests.auth import OPERATOR, bearer
 from tests.factories import World
@@ -39,3 +40,16 @@ class TestSecurityHeaders:
         platforms = await client.get("/v1/platforms", headers=OPERATOR)
         for r in (created, listed, one, platforms):
             assert r.headers["cache-control"] == "no-store", r.request.url
+
+    async def test_a_bug_of_ours_answers_500_with_the_same_headers(self, app: FastAPI) -> None:
+        async def broken() -> None:
+            raise RuntimeError("a bug")
+
+        app.add_api_route("/v1/broken", broken)
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            r = await c.get("/v1/broken")
+        assert r.status_code == 500
+        assert r.json()["code"] == "internal_error"
+        assert r.headers["x-content-type-options"] == "nosniff"
+        assert r.headers["cache-control"] == "no-store"
