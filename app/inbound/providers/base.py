@@ -105,14 +105,50 @@ def field(form: Form, name: str, charset: str | None = "utf-8") -> str | None:
     return decode_text(part.read(), charset or part.charset or "utf-8")
 
 
+MAX_JSON_DEPTH = 32
+"""Deepest nesting of arrays and objects in any JSON a provider sends (a Postmark document, a
+SendGrid or Mailgun JSON field). Postmark's documents nest 3 levels, the JSON fields 2; deeper
+input is refused as ``malformed_message`` (the parser and ``str()`` of the values recurse)."""
+
+
+class NotJson(MalformedMessage):
+    """The text is not JSON at all (as opposed to JSON nested too deeply)."""
+
+
+def load_json(data: str | bytes, what: str, **options: Any) -> Any:
+    """The one way provider JSON is parsed: ``json.loads`` with a depth bound.
+
+    Raises :class:`NotJson` for text that is not JSON, and :class:`MalformedMessage` for JSON
+    nested deeper than MAX_JSON_DEPTH (also when the parser itself runs out of recursion).
+    """
+    try:
+        value = json.loads(data, **options)
+    except RecursionError:
+        raise MalformedMessage(f"{what} is nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise NotJson(f"{what} is not JSON") from exc
+    if _nested_deeper_than(value, MAX_JSON_DEPTH):
+        raise MalformedMessage(f"{what} is nested deeper than {MAX_JSON_DEPTH} levels")
+    return value
+
+
+def _nested_deeper_than(value: Any, limit: int) -> bool:
+    """Whether arrays and objects nest more than ``limit`` levels (iterative: no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)] if isinstance(value, dict | list | tuple) else []
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list | tuple))
+    return False
+
+
 def json_field(form: Form, name: str) -> Any:
     value = field(form, name)
     if value is None or not value.strip():
         return None
-    try:
-        return json.loads(value)
-    except ValueError as exc:
-        raise MalformedMessage(f"field {name!r} is not JSON") from exc
+    return load_json(value, f"field {name!r}")
 
 
 # type/subtype of RFC 6838 (as in app.inbound.message); anything else is stored as octet-stream.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import time
 
 from fastapi import Request
@@ -19,9 +18,11 @@ from app.inbound.names import plain_text
 from app.inbound.providers.base import (
     EndpointDisabled,
     InvalidCredentials,
+    NotJson,
     attachment_from_part,
     field,
     json_field,
+    load_json,
     parse_raw,
     read_bytes,
 )
@@ -95,8 +96,8 @@ def _cid_map(form: Form) -> dict[str, str]:
     if not value:
         return {}
     try:
-        pairs = json.loads(value, object_pairs_hook=list)
-    except ValueError:
+        pairs = load_json(value, "field 'content-id-map'", object_pairs_hook=list)
+    except NotJson:  # a broken map (anymail#275): the images stay attachments
         return {}
     if not isinstance(pairs, list):
         return {}
