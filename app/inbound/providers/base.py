@@ -9,7 +9,7 @@ import hmac
 import json
 import mimetypes
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -17,14 +17,18 @@ from typing import Any
 from fastapi import Request
 
 from app.config import Settings
+from app.inbound.charsets import decode_bytes
 from app.inbound.errors import MalformedMessage
 from app.inbound.message import parse_mime
 from app.inbound.model import InboundAttachment, InboundEmail
 from app.inbound.multipart import Form, FormPart, PayloadTooLarge, read_form
 from app.inbound.names import safe_filename
 
-# At most this many raw messages are parsed in memory at once in one worker.
+# At most this many raw messages (or large forms) are parsed in memory at once in one worker.
 PARSE_SLOTS = asyncio.Semaphore(4)
+INLINE_FIELD_BYTES = 64 * 1024
+"""A form whose plain fields hold at most this many bytes is parsed on the event loop (well
+under a millisecond: most mail); a larger one in a worker thread, under PARSE_SLOTS."""
 
 
 class EndpointDisabled(Exception):
@@ -100,9 +104,7 @@ def field(form: Form, name: str, charset: str | None = "utf-8") -> str | None:
     part = parts[-1]
     if part.truncated:
         raise MalformedMessage(f"field {name!r} is too large")
-    from app.inbound.multipart import decode_text
-
-    return decode_text(part.read(), charset or part.charset or "utf-8")
+    return decode_bytes(part.read(), charset or part.charset or "utf-8")
 
 
 MAX_JSON_DEPTH = 32
@@ -178,6 +180,16 @@ def attachment_from_part(
         path=part.path if not part.truncated else None,
         kept=not part.truncated,
     )
+
+
+async def run_parser(form: Form, parse: Callable[[], InboundEmail]) -> InboundEmail:
+    """``parse()`` (which reads ``form``'s fields): on the event loop for a small form, else in a
+    worker thread under PARSE_SLOTS, so that decoding and HTML work on large bodies never
+    holds the loop."""
+    if form.field_bytes() <= INLINE_FIELD_BYTES:
+        return parse()
+    async with PARSE_SLOTS:
+        return await asyncio.to_thread(parse)
 
 
 async def parse_raw(raw: bytes, **kwargs: Any) -> InboundEmail:

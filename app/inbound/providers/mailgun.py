@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
+from functools import partial
 
 from fastapi import Request
 
@@ -25,6 +26,7 @@ from app.inbound.providers.base import (
     load_json,
     parse_raw,
     read_bytes,
+    run_parser,
 )
 
 PROVIDER = "mailgun"
@@ -157,4 +159,4 @@ async def read(request: Request, settings: Settings, form: Form, *, mime: bool) 
     token = verify(form, settings)
     if mime:
         return await parse_mime_form(form, token, settings)
-    return parse_fields(form, token, settings)
+    return await run_parser(form, partial(parse_fields, form, token, settings))
