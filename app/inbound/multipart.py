@@ -281,6 +281,12 @@ def _param(params: list[tuple[str, str]], key: str) -> str | None:
     return None
 
 
+def _field_name(name: str) -> str:
+    """A field name as text any database stores: a NUL (no provider's name has one) becomes
+    U+FFFD."""
+    return name.replace("\x00", "\ufffd")
+
+
 def _latin1_to_text(value: str) -> str:
     """Header text was decoded as latin-1 (lossless); re-read its bytes as UTF-8."""
     return value.encode("latin-1").decode("utf-8", errors="replace")
@@ -599,7 +605,7 @@ class _Multipart:
         if content_type is not None:
             charset = _param(_parse_header(content_type)[1], "charset") or None
         part = FormPart(
-            name="" if field_name is None else _latin1_to_text(field_name),
+            name="" if field_name is None else _field_name(_latin1_to_text(field_name)),
             filename=filename,
             content_type=None if content_type is None else _latin1_to_text(content_type),
             charset=None if charset is None else _latin1_to_text(charset).strip(),
@@ -711,7 +717,7 @@ class _Urlencoded:
         name = _unquote_plus(bytes(self._name))
         self.collector.begin(
             FormPart(
-                name=name.decode("utf-8", errors="replace"),
+                name=_field_name(name.decode("utf-8", errors="replace")),
                 filename=None,
                 content_type=None,
                 charset=None,

@@ -402,7 +402,8 @@ async def test_urlencoded_decoding_matches_the_standard_library(spool_root: Path
             got = [(p.name.encode("utf-8"), p.read()) for p in form.parts]
             assert [value for _, value in got] == [value for _, value in expected]
             assert [p.name for p in form.parts] == [
-                name.decode("utf-8", errors="replace") for name, _ in expected
+                name.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
+                for name, _ in expected
             ]
         finally:
             form.cleanup()
@@ -813,3 +814,15 @@ class TestBeforeAuthentication:
         with pytest.raises(PermissionError):
             await read(body, spool_root, gate=Gate())
         assert leftovers(spool_root) == []
+
+
+@pytest.mark.parametrize("content_type", [URLENCODED, FORM_DATA])
+async def test_a_nul_in_a_field_name_is_replaced(spool_root: Path, content_type: str) -> None:
+    if content_type == URLENCODED:
+        body = b"a%00b=1&\x00c=2"
+    else:
+        body = body_of(field("a\x00b", b"1"), field("\x00c", b"2"))
+    form = await read(body, spool_root, content_type=content_type)
+    assert [p.name for p in form.parts] == ["a\ufffdb", "\ufffdc"]
+    assert form.text("a\ufffdb") == "1"
+    form.cleanup()
