@@ -4,26 +4,30 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import time
+from functools import partial
 
 from fastapi import Request
 
 from app.config import Settings
+from app.inbound.charsets import decode_bytes
 from app.inbound.errors import MalformedMessage
 from app.inbound.html import html_to_text
 from app.inbound.message import parse_from
 from app.inbound.model import InboundEmail
-from app.inbound.multipart import Form
+from app.inbound.multipart import Form, FormPart
 from app.inbound.names import plain_text
 from app.inbound.providers.base import (
     EndpointDisabled,
     InvalidCredentials,
+    NotJson,
     attachment_from_part,
     field,
     json_field,
+    load_json,
     parse_raw,
     read_bytes,
+    run_parser,
 )
 
 PROVIDER = "mailgun"
@@ -40,9 +44,14 @@ def check_enabled(settings: Settings) -> None:
         raise EndpointDisabled()
 
 
-def verify(form: Form, settings: Settings, now: float | None = None) -> str:
+def check_signature(
+    timestamp: str | None,
+    token: str | None,
+    signature: str | None,
+    settings: Settings,
+    now: float | None = None,
+) -> str:
     """Check the HMAC of timestamp+token with any configured key and the time window; the token."""
-    timestamp, token, signature = (field(form, n) for n in ("timestamp", "token", "signature"))
     if not (timestamp and token and signature):
         raise InvalidCredentials("timestamp, token and signature are required.", "Mailgun")
     try:
@@ -62,13 +71,73 @@ def verify(form: Form, settings: Settings, now: float | None = None) -> str:
     return token
 
 
+def verify(form: Form, settings: Settings, now: float | None = None) -> str:
+    """The signature of the whole form: the last timestamp, token and signature (anymail's rule
+    for conflicting merged variables); the token."""
+    timestamp, token, signature = (field(form, n) for n in SIGNATURE_FIELDS)
+    return check_signature(timestamp, token, signature, settings, now)
+
+
+class SignatureGate:
+    """Checks the signature while the form is read, as soon as ``timestamp``, ``token`` and
+    ``signature`` have all arrived: a mismatch stops the read with a 401 (InvalidCredentials),
+    and until then :data:`app.inbound.multipart.MAX_UNAUTHENTICATED_BYTES` bounds the fields.
+    The form is verified again once read (``verify``), on the last values.
+
+    It also keeps ``recipient`` and ``sender``, so that a payload refused after the signature
+    checked out (beyond the form's bounds) is logged for its recipient.
+    """
+
+    def __init__(self, settings: Settings, *, mime: bool) -> None:
+        self.settings = settings
+        # The raw message of the MIME variant is the mail's content, like attachments.
+        self.content_fields = frozenset({"body-mime"}) if mime else frozenset()
+        self.authenticated = False
+        self.values: dict[str, str] = {}
+        self.envelope: dict[str, str] = {}
+
+    def field(self, part: FormPart) -> None:
+        if part.name in ENVELOPE_FIELDS:
+            self.envelope[part.name] = _small_value(part)
+        if self.authenticated or part.name not in SIGNATURE_FIELDS:
+            return
+        self.values[part.name] = _small_value(part)
+        if len(self.values) == len(SIGNATURE_FIELDS):
+            timestamp, token, signature = (self.values[n] for n in SIGNATURE_FIELDS)
+            check_signature(timestamp, token, signature, self.settings)
+            self.authenticated = True
+
+    def recipients_and_sender(self) -> tuple[tuple[str, ...], str | None]:
+        return (
+            _recipients(self.envelope.get("recipient")),
+            _sender(self.envelope.get("sender")),
+        )
+
+
+SIGNATURE_FIELDS = ("timestamp", "token", "signature")
+ENVELOPE_FIELDS = frozenset({"recipient", "sender"})
+
+
+def _small_value(part: FormPart) -> str:
+    """A field's value when it was held in memory; "" for one spooled or dropped (no signature
+    field is that large)."""
+    return "" if part.data is None else decode_bytes(part.data, "utf-8")
+
+
 def recipients(form: Form) -> tuple[str, ...]:
-    value = field(form, "recipient") or ""
-    return tuple(r.strip() for r in value.split(",") if r.strip())
+    return _recipients(field(form, "recipient"))
 
 
 def envelope_from(form: Form) -> str | None:
-    value = (field(form, "sender") or "").strip()
+    return _sender(field(form, "sender"))
+
+
+def _recipients(value: str | None) -> tuple[str, ...]:
+    return tuple(r.strip() for r in (value or "").split(",") if r.strip())
+
+
+def _sender(value: str | None) -> str | None:
+    value = (value or "").strip()
     return None if value in {"", "<>"} else value
 
 
@@ -95,8 +164,8 @@ def _cid_map(form: Form) -> dict[str, str]:
     if not value:
         return {}
     try:
-        pairs = json.loads(value, object_pairs_hook=list)
-    except ValueError:
+        pairs = load_json(value, "field 'content-id-map'", object_pairs_hook=list)
+    except NotJson:  # a broken map (anymail#275): the images stay attachments
         return {}
     if not isinstance(pairs, list):
         return {}
@@ -156,4 +225,4 @@ async def read(request: Request, settings: Settings, form: Form, *, mime: bool) 
     token = verify(form, settings)
     if mime:
         return await parse_mime_form(form, token, settings)
-    return parse_fields(form, token, settings)
+    return await run_parser(form, partial(parse_fields, form, token, settings))

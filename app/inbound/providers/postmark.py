@@ -6,7 +6,6 @@ import asyncio
 import base64
 import binascii
 import hashlib
-import json
 import shutil
 from typing import Any
 
@@ -23,7 +22,7 @@ from app.inbound.providers.base import (
     PARSE_SLOTS,
     bare_content_type,
     check_basic_auth,
-    check_content_length,
+    load_json,
 )
 
 PROVIDER = "postmark"
@@ -67,10 +66,7 @@ def _attachment(item: Any, index: int, limit: int) -> InboundAttachment:
 
 
 def parse_document(raw: bytes, size: int, settings: Settings) -> InboundEmail:
-    try:
-        doc = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise MalformedMessage("the body is not JSON") from exc
+    doc = load_json(raw, "the body")
     if not isinstance(doc, dict):
         raise MalformedMessage("the body is not a JSON object")
     headers: list[tuple[str, str]] = []
@@ -127,7 +123,6 @@ def parse_document(raw: bytes, size: int, settings: Settings) -> InboundEmail:
 
 
 async def read(request: Request, settings: Settings) -> InboundEmail:
-    check_content_length(request, settings)
     path, size, _ = await spool_body(
         request.stream(), spool_root=settings.blob_dir, max_total=settings.max_request_bytes
     )
