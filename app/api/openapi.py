@@ -178,6 +178,8 @@ def _problems(path: str, operation: dict[str, Any]) -> None:
         body = operation.get("requestBody", {}).get("content", {})
         if "application/json" in body:
             answers["415"] = problem_doc(415, [ProblemCode.unsupported_media_type])
+        if body:  # the body cap (MAX_API_BODY_BYTES), before anything else is read
+            answers.setdefault("413", problem_doc(413, [ProblemCode.payload_too_large]))
         answers.setdefault("500", problem_doc(500, [ProblemCode.internal_error]))
         answers.setdefault("503", problem_doc(503, [ProblemCode.unavailable]))
 
