@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import codecs
 import email.policy
 import hashlib
 import io
@@ -24,6 +23,7 @@ from email.message import EmailMessage, Message
 from email.parser import BytesParser
 from typing import cast
 
+from app.inbound.charsets import decode_bytes
 from app.inbound.errors import MalformedMessage, MessageTooComplex
 from app.inbound.html import html_to_text
 from app.inbound.limits import check_complexity
@@ -43,52 +43,6 @@ _SPACE_ONLY = re.compile(r"[ \t]*")
 _ANGLE_ADDRESS = re.compile(r"<\s*([^<>\s@]+@[^<>\s@]+?)\s*>")
 _BARE_ADDRESS = re.compile(r"[^\s<>(),;:\"\[\]@]+@[^\s<>(),;:\"\[\]@]+")
 _MESSAGE_ID = re.compile(r"<([^<>]*)>")
-
-# Labels that mail software uses for a wider encoding than the label says (as browsers do).
-_CHARSET_ALIASES = {
-    "iso-8859-1": "cp1252",
-    "iso8859-1": "cp1252",
-    "iso_8859-1": "cp1252",
-    "latin1": "cp1252",
-    "latin-1": "cp1252",
-    "l1": "cp1252",
-    "gb2312": "gb18030",
-    "gbk": "gb18030",
-    "x-gbk": "gb18030",
-    "shift_jis": "cp932",
-    "shift-jis": "cp932",
-    "sjis": "cp932",
-    "x-sjis": "cp932",
-    "ks_c_5601-1987": "cp949",
-    "euc-kr": "cp949",
-    "big5": "big5hkscs",
-}
-# Codecs that are not character sets of mail (or are slow or surprising on hostile input).
-_REFUSED_CODECS = frozenset(
-    {"idna", "punycode", "raw_unicode_escape", "unicode_escape", "undefined", "mbcs", "oem"}
-)
-
-
-def decode_bytes(data: bytes, charset: str | None) -> str:
-    """Text of ``data`` in the declared charset; an unknown or wrong one degrades to U+FFFD."""
-    label = (charset or "").strip().strip("\"'").lower()
-    if label in {"", "us-ascii", "ascii", "utf-8", "utf8"}:
-        return data.decode("utf-8", "replace")
-    try:
-        codec = codecs.lookup(_CHARSET_ALIASES.get(label, label))
-    except (LookupError, ValueError):  # unknown, or not even a name (a NUL in it)
-        codec = None
-    if (
-        codec is not None
-        and codec.name.replace("-", "_") not in _REFUSED_CODECS
-        and getattr(codec, "_is_text_encoding", True)
-    ):
-        try:
-            text: str = codec.decode(data, "replace")[0]
-        except Exception:  # a codec that fails even with errors="replace"
-            return data.decode("utf-8", "replace")
-        return text
-    return data.decode("utf-8", "replace")
 
 
 def _undo_surrogates(value: str) -> str:

@@ -42,6 +42,7 @@ from python_multipart import MultipartParser, QuerystringParser
 from python_multipart.exceptions import FormParserError
 
 from app.blobs.store import LocalBlobStore
+from app.inbound.charsets import decode_bytes
 
 if TYPE_CHECKING:
     from python_multipart.multipart import MultipartCallbacks, QuerystringCallbacks
@@ -51,7 +52,6 @@ __all__ = [
     "FormPart",
     "MalformedBody",
     "PayloadTooLarge",
-    "decode_text",
     "read_form",
     "spool_body",
     "sweep_spool",
@@ -87,17 +87,6 @@ class MalformedBody(Exception):
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
         self.detail = detail
-
-
-def decode_text(data: bytes, charset: str | None = "utf-8") -> str:
-    """Decode ``data`` with ``charset``; an unknown charset or invalid bytes degrade to UTF-8
-    with replacement characters (never an exception)."""
-    if charset:
-        try:
-            return data.decode(charset.strip().strip('"'))
-        except (LookupError, ValueError):
-            pass
-    return data.decode("utf-8", errors="replace")
 
 
 @dataclass
@@ -152,7 +141,11 @@ class Form:
         part = self.get(name)
         if part is None:
             return None
-        return decode_text(part.read(), part.charset if charset is None else charset)
+        return decode_bytes(part.read(), part.charset if charset is None else charset)
+
+    def field_bytes(self) -> int:
+        """Bytes of the plain fields' values (not files)."""
+        return sum(part.size for part in self.parts if part.filename is None)
 
     def files(self) -> list[FormPart]:
         """The parts that carry a filename (attachments), in body order."""
@@ -252,7 +245,7 @@ def _rfc2231_value(params: list[tuple[str, str]], key: str) -> str | None:
         if index == 0 and v.count("'") >= 2:
             charset, _language, v = v.split("'", 2)
         raw += unquote_to_bytes(v.encode("latin-1"))
-    return decode_text(bytes(raw), charset or "utf-8")
+    return decode_bytes(bytes(raw), charset or "utf-8")
 
 
 # --- value sinks ------------------------------------------------------------------------------

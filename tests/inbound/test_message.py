@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
+from app.inbound.charsets import decode_bytes
 from app.inbound.errors import MalformedMessage, MessageTooComplex
-from app.inbound.message import decode_bytes, decode_header, parse_from, parse_mime
+from app.inbound.message import decode_header, parse_from, parse_mime
 from app.inbound.model import InboundAttachment, InboundEmail
 
 SAMPLES = Path(__file__).parent / "samples"

@@ -9,7 +9,7 @@ import hmac
 import json
 import mimetypes
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -17,14 +17,18 @@ from typing import Any
 from fastapi import Request
 
 from app.config import Settings
+from app.inbound.charsets import decode_bytes
 from app.inbound.errors import MalformedMessage
 from app.inbound.message import parse_mime
 from app.inbound.model import InboundAttachment, InboundEmail
 from app.inbound.multipart import Form, FormPart, PayloadTooLarge, read_form
 from app.inbound.names import safe_filename
 
-# At most this many raw messages are parsed in memory at once in one worker.
+# At most this many raw messages (or large forms) are parsed in memory at once in one worker.
 PARSE_SLOTS = asyncio.Semaphore(4)
+INLINE_FIELD_BYTES = 64 * 1024
+"""A form whose plain fields hold at most this many bytes is parsed on the event loop (well
+under a millisecond: most mail); a larger one in a worker thread, under PARSE_SLOTS."""
 
 
 class EndpointDisabled(Exception):
@@ -100,19 +104,53 @@ def field(form: Form, name: str, charset: str | None = "utf-8") -> str | None:
     part = parts[-1]
     if part.truncated:
         raise MalformedMessage(f"field {name!r} is too large")
-    from app.inbound.multipart import decode_text
+    return decode_bytes(part.read(), charset or part.charset or "utf-8")
 
-    return decode_text(part.read(), charset or part.charset or "utf-8")
+
+MAX_JSON_DEPTH = 32
+"""Deepest nesting of arrays and objects in any JSON a provider sends (a Postmark document, a
+SendGrid or Mailgun JSON field). Postmark's documents nest 3 levels, the JSON fields 2; deeper
+input is refused as ``malformed_message`` (the parser and ``str()`` of the values recurse)."""
+
+
+class NotJson(MalformedMessage):
+    """The text is not JSON at all (as opposed to JSON nested too deeply)."""
+
+
+def load_json(data: str | bytes, what: str, **options: Any) -> Any:
+    """The one way provider JSON is parsed: ``json.loads`` with a depth bound.
+
+    Raises :class:`NotJson` for text that is not JSON, and :class:`MalformedMessage` for JSON
+    nested deeper than MAX_JSON_DEPTH (also when the parser itself runs out of recursion).
+    """
+    try:
+        value = json.loads(data, **options)
+    except RecursionError:
+        raise MalformedMessage(f"{what} is nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise NotJson(f"{what} is not JSON") from exc
+    if _nested_deeper_than(value, MAX_JSON_DEPTH):
+        raise MalformedMessage(f"{what} is nested deeper than {MAX_JSON_DEPTH} levels")
+    return value
+
+
+def _nested_deeper_than(value: Any, limit: int) -> bool:
+    """Whether arrays and objects nest more than ``limit`` levels (iterative: no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)] if isinstance(value, dict | list | tuple) else []
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list | tuple))
+    return False
 
 
 def json_field(form: Form, name: str) -> Any:
     value = field(form, name)
     if value is None or not value.strip():
         return None
-    try:
-        return json.loads(value)
-    except ValueError as exc:
-        raise MalformedMessage(f"field {name!r} is not JSON") from exc
+    return load_json(value, f"field {name!r}")
 
 
 # type/subtype of RFC 6838 (as in app.inbound.message); anything else is stored as octet-stream.
@@ -142,6 +180,16 @@ def attachment_from_part(
         path=part.path if not part.truncated else None,
         kept=not part.truncated,
     )
+
+
+async def run_parser(form: Form, parse: Callable[[], InboundEmail]) -> InboundEmail:
+    """``parse()`` (which reads ``form``'s fields): on the event loop for a small form, else in a
+    worker thread under PARSE_SLOTS, so that decoding and HTML work on large bodies never
+    holds the loop."""
+    if form.field_bytes() <= INLINE_FIELD_BYTES:
+        return parse()
+    async with PARSE_SLOTS:
+        return await asyncio.to_thread(parse)
 
 
 async def parse_raw(raw: bytes, **kwargs: Any) -> InboundEmail:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import time
+from functools import partial
 
 from fastapi import Request
 
@@ -19,11 +19,14 @@ from app.inbound.names import plain_text
 from app.inbound.providers.base import (
     EndpointDisabled,
     InvalidCredentials,
+    NotJson,
     attachment_from_part,
     field,
     json_field,
+    load_json,
     parse_raw,
     read_bytes,
+    run_parser,
 )
 
 PROVIDER = "mailgun"
@@ -95,8 +98,8 @@ def _cid_map(form: Form) -> dict[str, str]:
     if not value:
         return {}
     try:
-        pairs = json.loads(value, object_pairs_hook=list)
-    except ValueError:
+        pairs = load_json(value, "field 'content-id-map'", object_pairs_hook=list)
+    except NotJson:  # a broken map (anymail#275): the images stay attachments
         return {}
     if not isinstance(pairs, list):
         return {}
@@ -156,4 +159,4 @@ async def read(request: Request, settings: Settings, form: Form, *, mime: bool) 
     token = verify(form, settings)
     if mime:
         return await parse_mime_form(form, token, settings)
-    return parse_fields(form, token, settings)
+    return await run_parser(form, partial(parse_fields, form, token, settings))

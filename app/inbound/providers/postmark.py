@@ -6,7 +6,6 @@ import asyncio
 import base64
 import binascii
 import hashlib
-import json
 import shutil
 from typing import Any
 
@@ -24,6 +23,7 @@ from app.inbound.providers.base import (
     bare_content_type,
     check_basic_auth,
     check_content_length,
+    load_json,
 )
 
 PROVIDER = "postmark"
@@ -67,10 +67,7 @@ def _attachment(item: Any, index: int, limit: int) -> InboundAttachment:
 
 
 def parse_document(raw: bytes, size: int, settings: Settings) -> InboundEmail:
-    try:
-        doc = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise MalformedMessage("the body is not JSON") from exc
+    doc = load_json(raw, "the body")
     if not isinstance(doc, dict):
         raise MalformedMessage("the body is not a JSON object")
     headers: list[tuple[str, str]] = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from email.parser import HeaderParser
 from email.policy import default as default_policy
+from functools import partial
 from typing import Any
 
 from fastapi import Request
@@ -23,6 +24,7 @@ from app.inbound.providers.base import (
     json_field,
     parse_raw,
     read_bytes,
+    run_parser,
 )
 
 PROVIDER = "sendgrid"
@@ -120,7 +122,7 @@ def parse_fields(form: Form, settings: Settings) -> InboundEmail:
 async def read(request: Request, settings: Settings, form: Form) -> InboundEmail:
     raw = form.get("email")
     if raw is None:
-        return parse_fields(form, settings)
+        return await run_parser(form, partial(parse_fields, form, settings))
     recipients, sender = _envelope(form)
     email = await parse_raw(
         await read_bytes(raw),
