@@ -113,6 +113,7 @@ class Settings(BaseSettings):
     inbound_password: Annotated[list[SecretStr], NoDecode] = []
     max_attachment_bytes: int = 5 * 1024 * 1024
     max_request_bytes: int = 64 * 1024 * 1024
+    max_api_body_bytes: int = 1024 * 1024
     rate_limits: Annotated[list[RateLimit], NoDecode] = DEFAULT_RATE_LIMITS  # type: ignore[assignment]
     delivery_retention_days: int = 30
     public_base_url: str | None = None
@@ -173,6 +174,7 @@ class Settings(BaseSettings):
     @field_validator(
         "max_attachment_bytes",
         "max_request_bytes",
+        "max_api_body_bytes",
         "delivery_retention_days",
         "jwt_max_lifetime_seconds",
     )

@@ -16,6 +16,7 @@ from fastapi_offline import FastAPIOffline
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from app import __version__
+from app.api.body_limit import BodyLimit
 from app.api.headers import SecurityHeaders
 from app.api.health import router as health_router
 from app.api.index import router as index_router
@@ -80,6 +81,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
     app.state.blobs = LocalBlobStore(settings.blob_dir)
     install_problem_handlers(app)
+    app.add_middleware(  # innermost: CORS and security headers apply to its 413 too
+        BodyLimit,
+        api_limit=settings.max_api_body_bytes,
+        inbound_limit=settings.max_request_bytes,
+    )
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

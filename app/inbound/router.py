@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
+from app.api.body_limit import BodyTooLarge
 from app.api.problems import problem_response, responses
 from app.config import Settings
 from app.inbound.errors import MalformedMessage, MessageTooComplex
@@ -104,7 +105,7 @@ async def receive(
         return problem_response(404, detail="This inbound endpoint is not configured.")
     except InvalidCredentials as exc:
         return problem_response(401, detail=exc.detail, headers={"WWW-Authenticate": exc.scheme})
-    except PayloadTooLarge:
+    except (PayloadTooLarge, BodyTooLarge):  # the reader's count, or BodyLimit's
         return problem_response(
             413, detail=f"The request is over {settings.max_request_bytes} bytes."
         )

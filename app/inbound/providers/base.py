@@ -21,7 +21,7 @@ from app.inbound.charsets import decode_bytes
 from app.inbound.errors import MalformedMessage
 from app.inbound.message import parse_mime
 from app.inbound.model import InboundAttachment, InboundEmail
-from app.inbound.multipart import Form, FormPart, PayloadTooLarge, read_form
+from app.inbound.multipart import Form, FormPart, read_form
 from app.inbound.names import safe_filename
 
 # At most this many raw messages (or large forms) are parsed in memory at once in one worker.
@@ -41,13 +41,6 @@ class InvalidCredentials(Exception):
     def __init__(self, detail: str, scheme: str = "Basic") -> None:
         super().__init__(detail)
         self.detail, self.scheme = detail, scheme
-
-
-def check_content_length(request: Request, settings: Settings) -> None:
-    """Refuse before reading when Content-Length already says the body is over the cap."""
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > settings.max_request_bytes:
-        raise PayloadTooLarge(settings.max_request_bytes)
 
 
 def basic_auth_enabled(settings: Settings) -> bool:
@@ -80,7 +73,6 @@ def check_basic_auth(request: Request, settings: Settings) -> None:
 @asynccontextmanager
 async def form_of(request: Request, settings: Settings) -> AsyncIterator[Form]:
     """The request's form, spooled under ``BLOB_DIR/tmp`` and removed afterwards."""
-    check_content_length(request, settings)
     form = await read_form(
         request.stream(),
         request.headers.get("content-type", ""),

@@ -12,7 +12,7 @@ from app.config import Settings
 from app.inbound.errors import MalformedMessage
 from app.inbound.model import InboundEmail
 from app.inbound.multipart import spool_body
-from app.inbound.providers.base import check_basic_auth, check_content_length, parse_raw
+from app.inbound.providers.base import check_basic_auth, parse_raw
 
 PROVIDER = "mime"
 MISSING = "\0missing"
@@ -35,7 +35,6 @@ def envelope(request: Request) -> tuple[tuple[str, ...], str | None]:
 
 async def read(request: Request, settings: Settings) -> InboundEmail:
     recipients, sender = envelope(request)
-    check_content_length(request, settings)
     path, _, _ = await spool_body(
         request.stream(), spool_root=settings.blob_dir, max_total=settings.max_request_bytes
     )

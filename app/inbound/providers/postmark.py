@@ -22,7 +22,6 @@ from app.inbound.providers.base import (
     PARSE_SLOTS,
     bare_content_type,
     check_basic_auth,
-    check_content_length,
     load_json,
 )
 
@@ -124,7 +123,6 @@ def parse_document(raw: bytes, size: int, settings: Settings) -> InboundEmail:
 
 
 async def read(request: Request, settings: Settings) -> InboundEmail:
-    check_content_length(request, settings)
     path, size, _ = await spool_body(
         request.stream(), spool_root=settings.blob_dir, max_total=settings.max_request_bytes
     )
