@@ -28,6 +28,7 @@ import io
 import json
 import os
 import signal
+import socket
 import statistics
 import threading
 import time
@@ -588,12 +589,11 @@ class Answer:
     error: str | None = None
 
 
-async def flood_request(base_url: str, flood: Flood) -> Answer:
-    """POST the flood on a connection of its own while reading the answer: an early answer (a
-    413 before the body is read) ends the upload."""
+def flood_request(base_url: str, flood: Flood) -> Answer:
+    """POST the flood on a connection of its own, the body sent from another thread while this
+    one reads the answer, as an HTTP client does: an early answer (a 413 before the body is read,
+    the connection closed) ends the upload, and the answer is still read."""
     parts = urlsplit(base_url)
-    started = time.monotonic()
-    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
     framing = (
         [("Transfer-Encoding", "chunked")]
         if flood.length is None
@@ -601,44 +601,46 @@ async def flood_request(base_url: str, flood: Flood) -> Answer:
     )
     lines = [f"POST {flood.path} HTTP/1.1", f"Host: {parts.netloc}", "Connection: close"]
     lines += [f"{k}: {v}" for k, v in [*flood.headers, *framing]]
-    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    started = time.monotonic()
+    sock = socket.create_connection((parts.hostname, parts.port), timeout=ATTACK_SECONDS)
+    answered = threading.Event()
 
-    async def upload() -> None:
-        for chunk in flood.body():
-            if not chunk:
-                continue
+    def upload() -> None:
+        with contextlib.suppress(OSError):  # the server stopped reading: it answered, or closed
+            sock.sendall(head)
+            for chunk in flood.body():
+                if answered.is_set():
+                    return
+                if chunk:
+                    sock.sendall(
+                        b"%x\r\n%s\r\n" % (len(chunk), chunk) if flood.length is None else chunk
+                    )
             if flood.length is None:
-                writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-            else:
-                writer.write(chunk)
-            await writer.drain()
-        if flood.length is None:
-            writer.write(b"0\r\n\r\n")
-            await writer.drain()
+                sock.sendall(b"0\r\n\r\n")
 
-    sender = asyncio.create_task(upload())
+    sender = threading.Thread(target=upload, name="flood", daemon=True)
+    sender.start()
     status: int | None = None
     body = b""
     error = None
     try:
-        async with asyncio.timeout(ATTACK_SECONDS):
-            status_line = await reader.readline()
-            status = int(status_line.split()[1])
+        with sock.makefile("rb") as answer:
+            status = int(answer.readline(1024).split()[1])
             length = None
-            while (line := await reader.readline()) not in (b"\r\n", b""):
+            while (line := answer.readline(65536)) not in (b"\r\n", b""):
                 name, _, value = line.decode("latin-1").partition(":")
                 if name.strip().lower() == "content-length":
                     length = int(value.strip())
-            body = await (reader.readexactly(length) if length is not None else reader.read())
-    except (OSError, asyncio.IncompleteReadError, ValueError, IndexError, TimeoutError) as exc:
+            body = answer.read(length) if length is not None else answer.read()
+    except (OSError, ValueError, IndexError) as exc:
         error = repr(exc)
     seconds = time.monotonic() - started
-    sender.cancel()
-    with contextlib.suppress(asyncio.CancelledError, OSError):
-        await sender  # an upload cut short by the answer: the server stopped reading
-    writer.close()
+    answered.set()
     with contextlib.suppress(OSError):
-        await writer.wait_closed()
+        sock.shutdown(socket.SHUT_RDWR)  # a send still blocked ends now
+    sender.join(timeout=5.0)
+    sock.close()
     return Answer(status, body, seconds, error)
 
 
@@ -805,7 +807,7 @@ async def test_flood_costs_no_memory_and_blocks_no_worker(
     flood = floods(target.address)[name]
     await asyncio.to_thread(recover, server)
     with Watch(server) as watch:
-        answer = await flood_request(server.base_url, flood)
+        answer = await asyncio.to_thread(flood_request, server.base_url, flood)
         await asyncio.sleep(SETTLE_SECONDS)
     status = None
     with contextlib.suppress(ValueError, AttributeError):
