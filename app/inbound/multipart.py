@@ -12,6 +12,11 @@ bodies incrementally with python-multipart's low-level parsers and keeps every v
   size is still counted, and the rest of the body is still read, so that the request can be
   authenticated and answered;
 * the whole body passing ``max_total`` stops the read at once with :class:`PayloadTooLarge`;
+* :class:`FormLimits` bound what a body can make the reader keep or do, whoever sent it: the
+  number of parts, the length of a field name, the plain values held in memory (past that they
+  are spooled like large ones), and, while a :class:`FieldGate` has not yet authenticated the
+  request, the bytes of everything but file contents. Passing a bound stops the read at once
+  with :class:`FormTooComplex`;
 * disk writes (and hashing of spooled values) run in a worker thread, one hop per batch of at
   least 1 MiB or at the end of a part, never once per network chunk.
 
@@ -31,25 +36,28 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import AsyncIterable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 from urllib.parse import unquote_to_bytes
 
 import anyio.to_thread
-from python_multipart import MultipartParser, QuerystringParser
+from python_multipart import MultipartParser
 from python_multipart.exceptions import FormParserError
 
 from app.blobs.store import LocalBlobStore
 from app.inbound.charsets import decode_bytes
 
 if TYPE_CHECKING:
-    from python_multipart.multipart import MultipartCallbacks, QuerystringCallbacks
+    from python_multipart.multipart import MultipartCallbacks
 
 __all__ = [
+    "FieldGate",
     "Form",
+    "FormLimits",
     "FormPart",
+    "FormTooComplex",
     "MalformedBody",
     "PayloadTooLarge",
     "read_form",
@@ -62,8 +70,6 @@ _BATCH = _MiB
 """Bytes buffered for one value before they are written out in one worker-thread hop."""
 _FEED = _MiB
 """Network chunks larger than this are fed to the parser in slices of this size."""
-_MAX_NAME = 64 * 1024
-"""Longest urlencoded field name accepted (multipart names are bounded by the header limit)."""
 _MAX_PART_HEADERS = 16
 _MAX_PART_HEADER_SIZE = 16 * 1024
 
@@ -79,6 +85,68 @@ class PayloadTooLarge(Exception):
     def __init__(self, limit: int) -> None:
         super().__init__(f"request body exceeds {limit} bytes")
         self.limit = limit
+
+
+MAX_FORM_PARTS = 2000
+"""Parts (fields and files) of one form. Mailgun sends a few dozen fields, one per header of the
+mail and one per attachment; a mail has at most 1,000 MIME parts (app.inbound.limits). Each
+part costs the reader a Python object and some work: 4 million empty fields once took a worker
+to 3.5 GB."""
+MAX_FIELD_NAME_BYTES = 1024
+"""Longest field name: the providers' names are header names (a line is at most 998 bytes)."""
+FORM_MEMORY_BYTES = 8 * _MiB
+"""Bytes of plain values one form holds in memory; past them, values are spooled to disk."""
+MAX_UNAUTHENTICATED_BYTES = 8 * _MiB
+"""Body bytes, file contents aside, read before a :class:`FieldGate` has authenticated the
+request. Mailgun posts its signature fields near the end of the form, after every other plain
+field: the mail's text and HTML twice each (``body-*`` and ``stripped-*``) and its headers twice
+(as fields and in ``message-headers``). A newsletter of a few hundred KB of HTML makes 1 to
+2 MB of them; 8 MiB leaves room for an HTML body of about 3.5 MiB."""
+
+
+@dataclass(frozen=True)
+class FormLimits:
+    """What one form may make the reader keep or do: by default the module constants, read when
+    a form is read (so that a test or an operator's patch can change them)."""
+
+    max_parts: int = field(default_factory=lambda: MAX_FORM_PARTS)
+    max_name_bytes: int = field(default_factory=lambda: MAX_FIELD_NAME_BYTES)
+    memory_bytes: int = field(default_factory=lambda: FORM_MEMORY_BYTES)
+    max_unauthenticated_bytes: int = field(default_factory=lambda: MAX_UNAUTHENTICATED_BYTES)
+
+
+class FieldGate(Protocol):
+    """Authenticates a request from fields of its own body (Mailgun's signature).
+
+    ``field`` is called with every plain field once its value is complete: at once for a value
+    held in memory (``data``), after its file is written for a large one (``path``), so not
+    always in body order. It raises to stop the read. Until ``authenticated`` is
+    true, the body bytes other than file contents and ``content_fields`` are bounded by
+    ``FormLimits.max_unauthenticated_bytes``.
+    """
+
+    @property
+    def authenticated(self) -> bool: ...
+
+    @property
+    def content_fields(self) -> frozenset[str]:
+        """Plain fields that carry the mail itself (Mailgun's ``body-mime``): counted as files."""
+        ...
+
+    def field(self, part: FormPart) -> None: ...
+
+
+class FormTooComplex(Exception):
+    """A bound of :class:`FormLimits` was passed; nothing read so far was kept.
+
+    ``authenticated`` tells whether the request was authenticated when it happened (always
+    true without a gate): a provider's payload beyond the bounds, or an anonymous body.
+    """
+
+    def __init__(self, detail: str, *, authenticated: bool) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.authenticated = authenticated
 
 
 class MalformedBody(Exception):
@@ -213,6 +281,12 @@ def _param(params: list[tuple[str, str]], key: str) -> str | None:
     return None
 
 
+def _field_name(name: str) -> str:
+    """A field name as text any database stores: a NUL (no provider's name has one) becomes
+    U+FFFD."""
+    return name.replace("\x00", "\ufffd")
+
+
 def _latin1_to_text(value: str) -> str:
     """Header text was decoded as latin-1 (lossless); re-read its bytes as UTF-8."""
     return value.encode("latin-1").decode("utf-8", errors="replace")
@@ -271,8 +345,13 @@ class _Sink:
         self.buffered = 0
         self.opened = False  # a write operation was issued (the file may exist)
         self.discarded = False
-        self.hasher = hashlib.sha256()
+        self.hasher: hashlib._Hash | None = None  # made when the value goes to disk
         self.fh: BinaryIO | None = None  # touched only by operations (and error cleanup)
+
+    @property
+    def resident(self) -> int:
+        """Bytes of this value that stay in memory (0 once it goes to disk or is dropped)."""
+        return 0 if self.on_disk or self.part.truncated else self.part.size
 
     def feed(self, data: bytes) -> None:
         part = self.part
@@ -317,6 +396,8 @@ class _Sink:
         if self.fh is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)  # made on first use
             self.fh = open(self.path, "xb")  # noqa: SIM115 - closed at the part's end
+        if self.hasher is None:
+            self.hasher = hashlib.sha256()
         for chunk in chunks:
             self.hasher.update(chunk)
         self.fh.writelines(chunks)
@@ -342,21 +423,55 @@ def _run_ops(ops: list[_Op]) -> None:
 
 
 class _Collector:
-    """State shared by the parser callbacks of one request."""
+    """State shared by the parser callbacks of one request, and the bounds of FormLimits."""
 
     def __init__(
-        self, spool_dir: Path, *, max_file: int, max_field: int, memory_threshold: int
+        self,
+        spool_dir: Path,
+        *,
+        max_file: int,
+        max_field: int,
+        memory_threshold: int,
+        limits: FormLimits,
+        gate: FieldGate | None,
     ) -> None:
         self.spool_dir = spool_dir
         self.max_file = max_file
         self.max_field = max_field
         self.memory_threshold = memory_threshold
+        self.limits = limits
+        self.gate = gate
+        self.content_fields = gate.content_fields if gate is not None else frozenset()
         self.parts: list[FormPart] = []
         self.sinks: list[_Sink] = []
         self.current: _Sink | None = None
+        self.current_is_content = False
         self.finished: list[_Sink] = []
+        self.empty = 0  # empty urlencoded segments ("&&"): no part, but counted as one
+        self.in_memory = 0  # bytes of plain values held in memory
+        self.content_bytes = 0  # body bytes of file contents (and of the gate's content fields)
+
+    @property
+    def authenticated(self) -> bool:
+        return self.gate is None or self.gate.authenticated
+
+    def refuse(self, detail: str) -> FormTooComplex:
+        return FormTooComplex(detail, authenticated=self.authenticated)
+
+    def count_part(self) -> None:
+        if len(self.parts) + self.empty >= self.limits.max_parts:
+            raise self.refuse(f"the form has more than {self.limits.max_parts} parts")
+
+    def check_name(self, size: int) -> None:
+        if size > self.limits.max_name_bytes:
+            raise self.refuse(f"a field name is longer than {self.limits.max_name_bytes} bytes")
+
+    def skip_empty(self) -> None:
+        self.count_part()
+        self.empty += 1
 
     def begin(self, part: FormPart) -> None:
+        self.count_part()
         index = len(self.parts)
         if part.filename is not None:
             sink = _Sink(part, self.spool_dir, index, self.max_file, None)
@@ -365,26 +480,55 @@ class _Collector:
         self.parts.append(part)
         self.sinks.append(sink)
         self.current = sink
+        self.current_is_content = part.filename is not None or part.name in self.content_fields
 
-    def data(self, data: bytes) -> None:
-        if self.current is not None:
-            self.current.feed(data)
+    def data(self, data: bytes, raw: int | None = None) -> None:
+        """``data`` of the current value (``raw``: how many body bytes it was decoded from)."""
+        sink = self.current
+        if sink is None:
+            return
+        if self.current_is_content:
+            self.content_bytes += len(data) if raw is None else raw
+        before = sink.resident
+        sink.feed(data)
+        after = sink.resident
+        self.in_memory += after - before
+        if after and self.in_memory > self.limits.memory_bytes:
+            sink.on_disk = True  # this value, and each one after it, goes to disk
+            self.in_memory -= after
 
     def end(self) -> None:
-        if self.current is not None:
-            self.finished.append(self.current)
-            self.current = None
+        sink, self.current = self.current, None
+        if sink is None:
+            return
+        if not (sink.on_disk or sink.part.truncated):  # held in memory: complete now
+            sink.take_ops(final=True)
+            self.show(sink.part)
+        else:  # its file is finished (or removed) in the next drain, then shown
+            self.finished.append(sink)
+
+    def show(self, part: FormPart) -> None:
+        """Give a completed plain field to the gate (which may raise to stop the read)."""
+        if self.gate is not None and part.filename is None:
+            self.gate.field(part)
+
+    def unauthenticated_bytes(self, total: int) -> int:
+        """Body bytes read so far that are not file contents, while no gate has let it in."""
+        return 0 if self.authenticated else total - self.content_bytes
 
     async def drain(self) -> None:
-        """Run the disk operations that are due, in one worker-thread hop."""
+        """Run the disk operations that are due, in one worker-thread hop; then show the
+        plain fields they completed to the gate."""
         ops: list[_Op] = []
-        for sink in self.finished:
+        finished, self.finished = self.finished, []
+        for sink in finished:
             ops += sink.take_ops(final=True)
-        self.finished = []
         if self.current is not None:
             ops += self.current.take_ops(final=False)
         if ops:
             await anyio.to_thread.run_sync(_run_ops, ops)
+        for sink in finished:
+            self.show(sink.part)
 
     def close_files(self) -> None:
         for sink in self.sinks:
@@ -451,6 +595,8 @@ class _Multipart:
                 content_type = value.decode("latin-1").strip()
         params = _parse_header(disposition)[1] if disposition is not None else []
         field_name = _param(params, "name")
+        if field_name is not None:
+            self.collector.check_name(len(field_name))  # latin-1: one character per byte
         filename = _rfc2231_value(params, "filename")
         if filename is None:
             plain = _param(params, "filename")
@@ -459,7 +605,7 @@ class _Multipart:
         if content_type is not None:
             charset = _param(_parse_header(content_type)[1], "charset") or None
         part = FormPart(
-            name="" if field_name is None else _latin1_to_text(field_name),
+            name="" if field_name is None else _field_name(_latin1_to_text(field_name)),
             filename=filename,
             content_type=None if content_type is None else _latin1_to_text(content_type),
             charset=None if charset is None else _latin1_to_text(charset).strip(),
@@ -523,62 +669,74 @@ class _PercentDecoder:
 
 
 class _Urlencoded:
-    """Feeds an urlencoded body to python-multipart's querystring parser."""
+    """Reads an ``application/x-www-form-urlencoded`` body as ``urllib.parse.parse_qsl`` with
+    ``keep_blank_values`` does (``&`` separates fields, the first ``=`` a name from its value,
+    empty fields are skipped), incrementally. Separators are found with ``bytes.find``: the work
+    per field is constant, and the number of fields, empty ones included, is bounded."""
 
     def __init__(self, collector: _Collector) -> None:
         self.collector = collector
         self._name = bytearray()
         self._decoder = _PercentDecoder()
-        self._started = False
-        callbacks: QuerystringCallbacks = {
-            "on_field_start": self._on_field_start,
-            "on_field_name": self._on_field_name,
-            "on_field_data": self._on_field_data,
-            "on_field_end": self._on_field_end,
-        }
-        self.parser = QuerystringParser(callbacks)
+        self._seen = False  # the current field has a byte
+        self._in_value = False  # its "=" was seen: the part has begun
 
     def write(self, data: bytes) -> None:
-        self.parser.write(data)
+        position, size = 0, len(data)
+        while position < size:
+            separator = data.find(b"&", position)
+            stop = size if separator < 0 else separator
+            if stop > position:
+                self._feed(data, position, stop)
+            if separator < 0:
+                return
+            self._end_field()
+            position = separator + 1
 
     def finish(self) -> None:
-        self.parser.finalize()
+        if self._seen:
+            self._end_field()
 
-    def _on_field_start(self) -> None:
-        self._name.clear()
-        self._decoder = _PercentDecoder()
-        self._started = False
+    def _feed(self, data: bytes, start: int, stop: int) -> None:
+        self._seen = True
+        if not self._in_value:
+            equals = data.find(b"=", start, stop)
+            self._name += data[start : stop if equals < 0 else equals]
+            self.collector.check_name(len(self._name))
+            if equals < 0:
+                return
+            self._begin()
+            start = equals + 1
+        if start < stop:
+            decoded = self._decoder.feed(data[start:stop])
+            if decoded:
+                self.collector.data(decoded, stop - start)
 
-    def _on_field_name(self, data: bytes, start: int, end: int) -> None:
-        self._name += data[start:end]
-        if len(self._name) > _MAX_NAME:
-            raise MalformedBody(f"an urlencoded field name is longer than {_MAX_NAME} bytes")
-
-    def _start(self) -> None:
-        if not self._started:
-            self._started = True
-            name = _unquote_plus(bytes(self._name))
-            self.collector.begin(
-                FormPart(
-                    name=name.decode("utf-8", errors="replace"),
-                    filename=None,
-                    content_type=None,
-                    charset=None,
-                )
+    def _begin(self) -> None:
+        self._in_value = True
+        name = _unquote_plus(bytes(self._name))
+        self.collector.begin(
+            FormPart(
+                name=_field_name(name.decode("utf-8", errors="replace")),
+                filename=None,
+                content_type=None,
+                charset=None,
             )
+        )
 
-    def _on_field_data(self, data: bytes, start: int, end: int) -> None:
-        self._start()
-        decoded = self._decoder.feed(data[start:end])
-        if decoded:
-            self.collector.data(decoded)
-
-    def _on_field_end(self) -> None:
-        self._start()
+    def _end_field(self) -> None:
+        if not self._seen:
+            self.collector.skip_empty()
+            return
+        if not self._in_value:
+            self._begin()
         tail = self._decoder.flush()
         if tail:
-            self.collector.data(tail)
+            self.collector.data(tail, 0)
         self.collector.end()
+        self._name.clear()
+        self._decoder = _PercentDecoder()
+        self._seen = self._in_value = False
 
 
 # --- entry points -----------------------------------------------------------------------------
@@ -611,13 +769,18 @@ async def read_form(
     max_file: int,
     max_field: int = 64 * _MiB,
     memory_threshold: int = _MiB,
+    limits: FormLimits | None = None,
+    gate: FieldGate | None = None,
 ) -> Form:
     """Read a ``multipart/form-data`` or ``application/x-www-form-urlencoded`` body.
 
     Raises :class:`MalformedBody` (another content type, no boundary, broken framing, a body
-    ending mid-part) and :class:`PayloadTooLarge` (more than ``max_total`` bytes; reading stops
-    at once). On any error nothing is left on disk. On success the caller owns the
-    :class:`Form` and must call :meth:`Form.cleanup`.
+    ending mid-part), :class:`PayloadTooLarge` (more than ``max_total`` bytes) and
+    :class:`FormTooComplex` (a bound of ``limits`` passed); reading stops at once. ``gate``, when
+    given, sees each plain field as it completes and may raise to stop the read; until it has
+    authenticated the request, ``limits.max_unauthenticated_bytes`` applies. On any error
+    nothing is left on disk. On success the caller owns the :class:`Form` and must call
+    :meth:`Form.cleanup`.
     """
     media_type, params = _parse_header(content_type_header)
     boundary: bytes | None = None
@@ -633,8 +796,14 @@ async def read_form(
         raise MalformedBody(f"unsupported content type {media_type!r}")
 
     spool_dir = _spool_dir_name(spool_root)
+    limits = limits or FormLimits()
     collector = _Collector(
-        spool_dir, max_file=max_file, max_field=max_field, memory_threshold=memory_threshold
+        spool_dir,
+        max_file=max_file,
+        max_field=max_field,
+        memory_threshold=memory_threshold,
+        limits=limits,
+        gate=gate,
     )
     try:
         reader: _Multipart | _Urlencoded
@@ -655,6 +824,11 @@ async def read_form(
                 except FormParserError as exc:
                     raise MalformedBody(str(exc)) from None
                 await collector.drain()
+                if collector.unauthenticated_bytes(total) > limits.max_unauthenticated_bytes:
+                    raise collector.refuse(
+                        f"more than {limits.max_unauthenticated_bytes} bytes of fields arrived "
+                        "before the request was authenticated"
+                    )
         try:
             reader.finish()
         except FormParserError as exc:

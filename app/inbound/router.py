@@ -15,7 +15,7 @@ from app.api.problems import problem_response, responses
 from app.config import Settings
 from app.inbound.errors import MalformedMessage, MessageTooComplex
 from app.inbound.model import InboundEmail, storable, storable_text
-from app.inbound.multipart import MalformedBody, PayloadTooLarge
+from app.inbound.multipart import FormTooComplex, MalformedBody, PayloadTooLarge
 from app.inbound.providers import mailgun, mime, postmark, sendgrid
 from app.inbound.providers.base import EndpointDisabled, InvalidCredentials, form_of
 from app.inbound.service import DeliveryOutcome, InboundService, InfrastructureFailure
@@ -109,22 +109,12 @@ async def receive(
         return problem_response(
             413, detail=f"The request is over {settings.max_request_bytes} bytes."
         )
+    except FormTooComplex as exc:
+        if not exc.authenticated:  # an anonymous body beyond the form's bounds: 413, no record
+            return problem_response(413, detail=f"The request was refused: {exc.detail}.")
+        return await _refuse(provider, service, settings, envelope, exc)
     except (MalformedBody, MalformedMessage, MessageTooComplex) as exc:
-        reason = (
-            RejectionReason.message_too_complex
-            if isinstance(exc, MessageTooComplex)
-            else RejectionReason.malformed_message
-        )
-        recipients, sender = envelope() if envelope else ((), None)
-        recipients = tuple(storable_text(r) for r in _bounded(recipients, settings))
-        sender = None if sender is None else storable_text(sender)
-        try:
-            outcomes = await service.refuse(
-                provider, reason, storable_text(str(exc)), recipients, sender
-            )
-        except InfrastructureFailure:
-            return _failure(503, "unavailable")
-        return answer(provider, outcomes)
+        return await _refuse(provider, service, settings, envelope, exc)
     except InfrastructureFailure:
         return _failure(503, "unavailable")
     except OSError as exc:
@@ -137,6 +127,31 @@ async def receive(
         outcomes = await service.deliver(storable(email))
     except InfrastructureFailure:
         logger.warning("inbound %s delivery could not be stored; answering 503", provider)
+        return _failure(503, "unavailable")
+    return answer(provider, outcomes)
+
+
+async def _refuse(
+    provider: str,
+    service: InboundService,
+    settings: Settings,
+    envelope: Callable[[], tuple[tuple[str, ...], str | None]] | None,
+    exc: Exception,
+) -> Response:
+    """Record an authenticated payload refused for good, and answer the provider's code."""
+    reason = (
+        RejectionReason.message_too_complex
+        if isinstance(exc, MessageTooComplex | FormTooComplex)
+        else RejectionReason.malformed_message
+    )
+    recipients, sender = envelope() if envelope else ((), None)
+    recipients = tuple(storable_text(r) for r in _bounded(recipients, settings))
+    sender = None if sender is None else storable_text(sender)
+    try:
+        outcomes = await service.refuse(
+            provider, reason, storable_text(str(exc)), recipients, sender
+        )
+    except InfrastructureFailure:
         return _failure(503, "unavailable")
     return answer(provider, outcomes)
 
@@ -190,11 +205,13 @@ async def _mailgun(request: Request, *, mime: bool) -> Response:
     except EndpointDisabled:
         return problem_response(404, detail="This inbound endpoint is not configured.")
     holder: dict[str, Any] = {}
+    # The signature is checked as soon as its fields arrive, before the rest is read.
+    gate = mailgun.SignatureGate(settings, mime=mime)
 
     async def read() -> InboundEmail:
         try:
-            async with form_of(request, settings) as form:
-                mailgun.verify(form, settings)  # authenticate before anything else
+            async with form_of(request, settings, gate) as form:
+                mailgun.verify(form, settings)  # the last values, now that all is read
                 holder["verified"] = True
                 holder["envelope"] = (mailgun.recipients(form), mailgun.envelope_from(form))
                 email = await mailgun.read(request, settings, form, mime=mime)
@@ -207,9 +224,11 @@ async def _mailgun(request: Request, *, mime: bool) -> Response:
                 "The request is not a signed Mailgun form.", "Mailgun"
             ) from exc
 
-    return await receive(
-        "mailgun", service, settings, read, lambda: holder.get("envelope", ((), None))
-    )
+    def envelope() -> tuple[tuple[str, ...], str | None]:
+        found: tuple[tuple[str, ...], str | None] | None = holder.get("envelope")
+        return found if found is not None else gate.recipients_and_sender()
+
+    return await receive("mailgun", service, settings, read, envelope)
 
 
 @router.post(

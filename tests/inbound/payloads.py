@@ -178,3 +178,76 @@ def provider_request(provider: str, *recipients: str) -> dict[str, Any]:
             "headers": {**basic(), "Content-Type": "message/rfc822"},
         }
     raise ValueError(provider)
+
+
+def mailgun_real_order(
+    recipient: str,
+    *,
+    html: str,
+    text: str = "Hello group",
+    subject: str = "Newsletter",
+    attachments: list[tuple[str, str, bytes]] = (),  # type: ignore[assignment]
+    signature: dict[str, str] | None = None,
+    received: int = 12,
+) -> list[tuple[str, tuple[str | None, bytes, str | None]]]:
+    """A parsed Mailgun ``forward()`` post as ``httpx`` ``files=``, in the order Mailgun sends
+    it: sorted by name, so that every header field and attachment, both bodies and their
+    ``stripped-*`` copies, and ``message-headers`` come before ``signature``, and ``timestamp``
+    and ``token`` come last."""
+    signature = signature or sign_mailgun()
+    from_ = "Newsletter Team <news@example.org>"
+    headers = [
+        [
+            "Received",
+            f"from relay{i}.example.net by mx.example.com; Sat, 28 Nov 2026 10:00:0{i % 10}",
+        ]
+        for i in range(received)
+    ]
+    headers += [
+        ["Content-Type", 'multipart/mixed; boundary="xyz"'],
+        ["Date", "Sat, 28 Nov 2026 10:00:00 +0000"],
+        ["From", from_],
+        ["Message-Id", make_msgid(domain="example.org")],
+        ["Mime-Version", "1.0"],
+        ["Subject", subject],
+        ["To", recipient],
+        ["X-Envelope-From", "<bounces@example.org>"],
+        ["X-Mailgun-Incoming", "Yes"],
+    ]
+    fields: dict[str, str | tuple[str, str, bytes]] = {
+        name: value for name, value in headers if name != "Received"
+    }
+    fields.update(
+        {f"attachment-{i}": attachment for i, attachment in enumerate(attachments, start=1)}
+    )
+    fields.update(
+        {
+            "body-html": html,
+            "body-plain": text,
+            "content-id-map": "{}",
+            "from": from_,
+            "message-headers": json.dumps(headers),
+            "recipient": recipient,
+            "sender": "bounces@example.org",
+            "signature": signature["signature"],
+            "stripped-html": html,
+            "stripped-signature": "",
+            "stripped-text": text,
+            "subject": subject,
+            "timestamp": signature["timestamp"],
+            "token": signature["token"],
+        }
+    )
+    if attachments:
+        fields["attachment-count"] = str(len(attachments))
+    out: list[tuple[str, tuple[str | None, bytes, str | None]]] = [
+        ("Received", (None, value.encode(), None)) for name, value in headers if name == "Received"
+    ]
+    for name in sorted(fields):
+        value = fields[name]
+        if isinstance(value, tuple):
+            filename, content_type, data = value
+            out.append((name, (filename, data, content_type)))
+        else:
+            out.append((name, (None, value.encode(), None)))
+    return out

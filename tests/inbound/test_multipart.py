@@ -14,8 +14,15 @@ from urllib.parse import parse_qsl
 import anyio.to_thread
 import pytest
 
+from app.inbound import multipart
 from app.inbound.multipart import (
+    MAX_FIELD_NAME_BYTES,
+    MAX_FORM_PARTS,
+    MAX_UNAUTHENTICATED_BYTES,
     Form,
+    FormLimits,
+    FormPart,
+    FormTooComplex,
     MalformedBody,
     PayloadTooLarge,
     read_form,
@@ -80,7 +87,7 @@ async def read(
     *,
     chunk: int = 64 * KiB,
     content_type: str = FORM_DATA,
-    **limits: int,
+    **limits: Any,
 ) -> Form:
     options: dict[str, Any] = {"max_total": 100 * MiB, "max_file": 50 * MiB} | limits
     return await read_form(chunked(body, chunk), content_type, spool_root=spool_root, **options)
@@ -395,7 +402,8 @@ async def test_urlencoded_decoding_matches_the_standard_library(spool_root: Path
             got = [(p.name.encode("utf-8"), p.read()) for p in form.parts]
             assert [value for _, value in got] == [value for _, value in expected]
             assert [p.name for p in form.parts] == [
-                name.decode("utf-8", errors="replace") for name, _ in expected
+                name.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
+                for name, _ in expected
             ]
         finally:
             form.cleanup()
@@ -631,3 +639,190 @@ def test_sweep_spool_removes_leftovers(tmp_path: Path) -> None:
     assert sweep_spool(root) == 1
     assert list(tmp.iterdir()) == []
     assert (root / "kept-blob").exists()
+
+
+# --- bounds on what a body can make the reader keep or do --------------------------------------
+
+
+class Gate:
+    """A FieldGate that lets the request in when a field named ``key`` says ``open``."""
+
+    def __init__(self, content_fields: frozenset[str] = frozenset()) -> None:
+        self.authenticated = False
+        self.content_fields = content_fields
+        self.seen: list[str] = []
+
+    def field(self, part: FormPart) -> None:
+        self.seen.append(part.name)
+        if part.name == "key":
+            if part.data != b"open":
+                raise PermissionError("wrong key")
+            self.authenticated = True
+
+
+class Counted:
+    """A body in 64 KiB chunks, counting how many bytes the reader pulled."""
+
+    def __init__(self, body: bytes, chunk: int = 64 * KiB) -> None:
+        self.body, self.chunk, self.pulled = body, chunk, 0
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for i in range(0, len(self.body), self.chunk):
+            self.pulled += len(self.body[i : i + self.chunk])
+            yield self.body[i : i + self.chunk]
+
+
+async def read_counted(
+    body: Counted, spool_root: Path, content_type: str = URLENCODED, **options: Any
+) -> Form:
+    return await read_form(
+        body,
+        content_type,
+        spool_root=spool_root,
+        max_total=100 * MiB,
+        max_file=50 * MiB,
+        **options,
+    )
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(b"a&" * (4 * MiB), id="4-million-empty-fields"),
+        pytest.param(b"&" * (8 * MiB), id="8-million-separators"),
+        pytest.param(b"a=1&" * (2 * MiB), id="2-million-fields"),
+    ],
+)
+async def test_the_number_of_parts_is_bounded_and_the_read_stops_there(
+    spool_root: Path, body: bytes
+) -> None:
+    counted = Counted(body)
+    with pytest.raises(FormTooComplex, match="more than 2000 parts") as raised:
+        await read_counted(counted, spool_root, gate=Gate())
+    assert raised.value.authenticated is False
+    assert counted.pulled <= 64 * KiB  # the first chunk already holds 2,001 fields
+    assert leftovers(spool_root) == []
+    # Without a gate (a request authenticated by its headers) the bound is the same.
+    with pytest.raises(FormTooComplex) as raised:
+        await read_counted(Counted(body), spool_root)
+    assert raised.value.authenticated is True
+
+
+async def test_multipart_parts_are_bounded_too(spool_root: Path) -> None:
+    parts = [field(f"f{i}", b"v") for i in range(MAX_FORM_PARTS)]
+    form = await read(body_of(*parts), spool_root)
+    assert len(form.parts) == MAX_FORM_PARTS
+    form.cleanup()
+    body = body_of(*parts, file("attachment-1", "a.bin", b"x" * MiB))
+    with pytest.raises(FormTooComplex, match="parts"):
+        await read(body, spool_root)
+    assert leftovers(spool_root) == []
+
+
+async def test_the_bounds_can_be_changed_from_outside(
+    spool_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(multipart, "MAX_FORM_PARTS", 3)
+    assert FormLimits().max_parts == 3
+    with pytest.raises(FormTooComplex, match="more than 3 parts"):
+        await read(b"a=1&b=2&c=3&d=4", spool_root, content_type=URLENCODED)
+    form = await read(b"a=1&b=2&c=3", spool_root, content_type=URLENCODED)
+    assert len(form.parts) == 3
+
+
+@pytest.mark.parametrize("content_type", [URLENCODED, FORM_DATA])
+async def test_a_field_name_is_bounded(spool_root: Path, content_type: str) -> None:
+    def body(name: bytes) -> bytes:
+        if content_type == URLENCODED:
+            return name + b"=v"
+        return body_of(b'Content-Disposition: form-data; name="' + name + b'"\r\n\r\nv')
+
+    form = await read(body(b"n" * MAX_FIELD_NAME_BYTES), spool_root, content_type=content_type)
+    assert [len(p.name) for p in form.parts] == [MAX_FIELD_NAME_BYTES]
+    form.cleanup()
+    with pytest.raises(FormTooComplex, match="field name"):
+        await read(body(b"n" * (MAX_FIELD_NAME_BYTES + 1)), spool_root, content_type=content_type)
+    # An urlencoded name is refused as it grows, not at its end.
+    if content_type == URLENCODED:
+        counted = Counted(b"n" * (16 * MiB))
+        with pytest.raises(FormTooComplex):
+            await read_counted(counted, spool_root)
+        assert counted.pulled <= 64 * KiB
+
+
+async def test_plain_values_in_memory_are_bounded_per_form(spool_root: Path) -> None:
+    limits = FormLimits(memory_bytes=3 * MiB)
+    values = [bytes([65 + i]) * (MiB - 10) for i in range(6)]
+    body = body_of(*(field(f"v{i}", v) for i, v in enumerate(values)))
+    form = await read(body, spool_root, limits=limits)
+    try:
+        in_memory = [p for p in form.parts if p.data is not None]
+        assert sum(p.size for p in in_memory) <= 3 * MiB
+        assert len(in_memory) == 3
+        assert [p.read() for p in form.parts] == values  # the others are on disk
+        assert all(p.path is not None for p in form.parts[3:])
+    finally:
+        form.cleanup()
+
+
+class TestBeforeAuthentication:
+    async def test_fields_past_the_bound_stop_the_read(self, spool_root: Path) -> None:
+        counted = Counted(b"body-html=" + b"x" * (64 * MiB))
+        with pytest.raises(FormTooComplex, match="before the request was authenticated") as raised:
+            await read_counted(counted, spool_root, gate=Gate())
+        assert raised.value.authenticated is False
+        assert counted.pulled <= MAX_UNAUTHENTICATED_BYTES + MiB + 64 * KiB
+        assert leftovers(spool_root) == []
+
+    async def test_files_and_content_fields_do_not_count(self, spool_root: Path) -> None:
+        big = os.urandom(12 * MiB)
+        body = body_of(
+            file("attachment-1", "a.bin", big),
+            field("body-mime", big),
+            field("key", b"open"),
+            field("body-html", b"h" * (12 * MiB)),  # after the gate let it in
+        )
+        gate = Gate(content_fields=frozenset({"body-mime"}))
+        form = await read(body, spool_root, gate=gate)
+        try:
+            assert gate.authenticated
+            assert sorted(gate.seen) == ["body-html", "body-mime", "key"]
+            assert form.get("attachment-1") is not None
+        finally:
+            form.cleanup()
+        # The same fields, the content field not declared: refused before the key arrives.
+        with pytest.raises(FormTooComplex):
+            await read(body, spool_root, gate=Gate())
+        assert leftovers(spool_root) == []
+
+    async def test_a_gate_that_refuses_stops_the_read_and_leaves_nothing(
+        self, spool_root: Path
+    ) -> None:
+        body = body_of(field("key", b"wrong"), file("attachment-1", "a.bin", os.urandom(20 * MiB)))
+        counted = Counted(body)
+        with pytest.raises(PermissionError):
+            await read_counted(counted, spool_root, content_type=FORM_DATA, gate=Gate())
+        assert counted.pulled <= 64 * KiB
+        assert leftovers(spool_root) == []
+
+    async def test_a_refusal_after_spooling_leaves_nothing(self, spool_root: Path) -> None:
+        body = body_of(
+            file("attachment-1", "a.bin", os.urandom(3 * MiB)),
+            field("big", b"b" * (2 * MiB)),
+            field("key", b"wrong"),
+        )
+        with pytest.raises(PermissionError):
+            await read(body, spool_root, gate=Gate())
+        assert leftovers(spool_root) == []
+
+
+@pytest.mark.parametrize("content_type", [URLENCODED, FORM_DATA])
+async def test_a_nul_in_a_field_name_is_replaced(spool_root: Path, content_type: str) -> None:
+    if content_type == URLENCODED:
+        body = b"a%00b=1&\x00c=2"
+    else:
+        body = body_of(field("a\x00b", b"1"), field("\x00c", b"2"))
+    form = await read(body, spool_root, content_type=content_type)
+    assert [p.name for p in form.parts] == ["a\ufffdb", "\ufffdc"]
+    assert form.text("a\ufffdb") == "1"
+    form.cleanup()

@@ -20,7 +20,7 @@ import threading
 import time
 import unicodedata
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
@@ -32,6 +32,7 @@ import nh3
 import pytest
 
 from app.config import Settings
+from app.inbound.multipart import MAX_FIELD_NAME_BYTES, MAX_FORM_PARTS, MAX_UNAUTHENTICATED_BYTES
 from app.main import create_app
 from tests.auth import OPERATOR, bearer
 from tests.conftest import make_settings
@@ -42,6 +43,7 @@ from tests.inbound.payloads import (
     MAILGUN_KEY,
     basic,
     mailgun_form,
+    mailgun_real_order,
     mime_message,
     postmark_attachment,
     postmark_json,
@@ -1109,3 +1111,214 @@ async def test_mailgun_and_sendgrid_route_on_the_envelope_not_on_headers(
     assert len(await alpha.posts()) == 2
     assert await bravo.posts() == []
     assert await platform_deliveries(client, bravo.platform) == []
+
+
+# --- unauthenticated bodies: bounded before the signature, stopped at it -------------------------
+
+
+class Upload:
+    """A request body in 64 KiB chunks, counting the bytes the service pulled."""
+
+    def __init__(self, body: bytes, chunk: int = 64 * 1024) -> None:
+        self.body, self.chunk, self.pulled = body, chunk, 0
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for i in range(0, len(self.body), self.chunk):
+            self.pulled += len(self.body[i : i + self.chunk])
+            yield self.body[i : i + self.chunk]
+
+
+def multipart_body(
+    parts: Sequence[tuple[str, str | None, bytes]], boundary: str = "b0und"
+) -> bytes:
+    out: list[bytes] = []
+    for name, filename, value in parts:
+        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+        out.append(f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n".encode())
+        out.append(value + b"\r\n")
+    return b"".join(out) + f"--{boundary}--\r\n".encode()
+
+
+URLENCODED = {"Content-Type": "application/x-www-form-urlencoded"}
+MULTIPART = {"Content-Type": "multipart/form-data; boundary=b0und"}
+MiB = 1024 * 1024
+
+
+def assert_refused_unread(r: httpx.Response, upload: Upload, *, at_most: int) -> None:
+    assert r.status_code == 413, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.json()["code"] == "payload_too_large"
+    assert upload.pulled <= at_most, f"{upload.pulled} bytes read"
+
+
+class TestMailgunUnauthenticatedBodies:
+    """An unsigned body costs the service at most the bounds of app.inbound.multipart."""
+
+    @pytest.mark.parametrize(
+        "body",
+        [
+            pytest.param(b"a&" * (4 * MiB), id="4-million-empty-fields"),
+            pytest.param(b"&" * (8 * MiB), id="8-million-separators"),
+        ],
+    )
+    @pytest.mark.parametrize("path", ["/inbound/mailgun", "/inbound/mailgun/mime"])
+    async def test_millions_of_fields_are_refused_after_the_first_few_thousand(
+        self, client: httpx.AsyncClient, world: World, settings: Settings, body: bytes, path: str
+    ) -> None:
+        inbox = await box(world)
+        upload = Upload(body)
+        r = await client.post(path, content=upload, headers=URLENCODED)
+        assert_refused_unread(r, upload, at_most=64 * 1024)
+        assert await platform_deliveries(client, inbox.platform) == []
+        assert await unrouted(client) == []
+        assert stored_files(settings) == []
+
+    async def test_millions_of_multipart_parts_are_refused_after_the_first_few_thousand(
+        self, client: httpx.AsyncClient, settings: Settings
+    ) -> None:
+        upload = Upload(multipart_body([("a", None, b"")] * 400_000))
+        r = await client.post("/inbound/mailgun", content=upload, headers=MULTIPART)
+        assert_refused_unread(r, upload, at_most=3 * 64 * 1024)
+        assert stored_files(settings) == []
+
+    @pytest.mark.parametrize("content_type", ["urlencoded", "multipart"])
+    async def test_fields_without_a_signature_are_refused_past_the_bound(
+        self, client: httpx.AsyncClient, settings: Settings, content_type: str
+    ) -> None:
+        value = b"x" * (40 * MiB)
+        if content_type == "urlencoded":
+            upload, headers = Upload(b"body-html=" + value), URLENCODED
+        else:
+            upload, headers = Upload(multipart_body([("body-html", None, value)])), MULTIPART
+        r = await client.post("/inbound/mailgun", content=upload, headers=headers)
+        assert_refused_unread(r, upload, at_most=MAX_UNAUTHENTICATED_BYTES + 2 * MiB)
+        assert stored_files(settings) == []
+
+    @pytest.mark.parametrize("mime", [False, True], ids=["parsed", "mime"])
+    async def test_a_wrong_signature_stops_the_read_where_it_arrives(
+        self, client: httpx.AsyncClient, world: World, settings: Settings, mime: bool
+    ) -> None:
+        inbox = await box(world)
+        forged = sign_mailgun(key="not-the-key-0123456789")
+        parts: list[tuple[str, str | None, bytes]] = [
+            ("recipient", None, inbox.address.encode()),
+            *((name, None, value.encode()) for name, value in forged.items()),
+        ]
+        big = b"\0" * (30 * MiB)
+        parts.append(("body-mime", None, big) if mime else ("attachment-1", "a.bin", big))
+        upload = Upload(multipart_body(parts))
+        path = "/inbound/mailgun/mime" if mime else "/inbound/mailgun"
+        r = await client.post(path, content=upload, headers=MULTIPART)
+        assert r.status_code == 401, r.text
+        assert r.json()["code"] == "unauthenticated"
+        assert upload.pulled <= 64 * 1024
+        assert await platform_deliveries(client, inbox.platform) == []
+        assert stored_files(settings) == []
+
+    async def test_a_wrong_signature_after_spooled_attachments_leaves_no_file(
+        self, client: httpx.AsyncClient, world: World, settings: Settings
+    ) -> None:
+        inbox = await box(world)
+        files = mailgun_real_order(
+            inbox.address,
+            html="<p>news</p>",
+            attachments=[("a.pdf", "application/pdf", b"%PDF" + b"\1" * (3 * MiB))],
+            signature=sign_mailgun(key="not-the-key-0123456789"),
+        )
+        r = await client.post("/inbound/mailgun", files=files)
+        assert r.status_code == 401, r.text
+        assert stored_files(settings) == []
+
+    async def test_a_signed_mail_may_carry_many_parts_and_large_fields_after_the_signature(
+        self, client: httpx.AsyncClient, world: World
+    ) -> None:
+        inbox = await box(world)
+        fields = [
+            *((name, None, value.encode()) for name, value in sign_mailgun().items()),
+            ("recipient", None, inbox.address.encode()),
+            ("sender", None, b"alice@example.org"),
+            ("from", None, b"Alice <alice@example.org>"),
+            *((f"X-Header-{i}", None, b"value") for i in range(500)),
+            ("body-html", None, b"<p>" + b"x" * (12 * MiB) + b"</p>"),
+        ]
+        r = await client.post("/inbound/mailgun", content=multipart_body(fields), headers=MULTIPART)
+        assert r.status_code == 200, r.text
+        assert len(await inbox.posts()) == 1
+
+
+class TestMailgunRealOrder:
+    """Mailgun sends the signature fields near the end: a real newsletter still gets in."""
+
+    @pytest.mark.parametrize("html_kib", [300, 1500])
+    async def test_a_large_newsletter_with_attachments_is_posted(
+        self, client: httpx.AsyncClient, world: World, html_kib: int
+    ) -> None:
+        inbox = await box(world)
+        html = (
+            "<table>"
+            + "<tr><td>News of the month, with links</td></tr>" * (html_kib * 1024 // 44)
+            + "</table>"
+        )
+        pdf = b"%PDF-1.4 " + bytes(range(256)) * 8000
+        png = PNG * 1000
+        files = mailgun_real_order(
+            inbox.address,
+            html=html,
+            text="News of the month " * (html_kib * 20),
+            attachments=[("report.pdf", "application/pdf", pdf), ("logo.png", "image/png", png)],
+        )
+        r = await client.post("/inbound/mailgun", files=files)
+        assert r.status_code == 200, r.text
+        [post] = await inbox.posts()
+        assert post["subject"] == "Newsletter"
+        assert [a["filename"] for a in post["attachments"]] == ["report.pdf", "logo.png"]
+        assert [a["size"] for a in post["attachments"]] == [len(pdf), len(png)]
+
+
+class TestFormBoundsAfterAuthentication:
+    """Past the bounds, an authenticated payload is the provider's refusal, logged."""
+
+    async def test_mailgun_too_many_parts_after_the_signature_is_406_too_complex(
+        self, client: httpx.AsyncClient, world: World, settings: Settings
+    ) -> None:
+        inbox = await box(world)
+        form = mailgun_form(inbox.address)
+        body = "&".join(f"{k}={quote(v)}" for k, v in form.items())
+        upload = Upload((body + "&x=1" * 5000).encode())
+        r = await client.post("/inbound/mailgun", content=upload, headers=URLENCODED)
+        assert r.status_code == 406, r.text
+        assert r.json()["reason"] == "message_too_complex"
+        assert await inbox.posts() == []
+        [delivery] = await inbox.deliveries()
+        assert delivery["reason"] == "message_too_complex"
+        assert stored_files(settings) == []
+
+    async def test_sendgrid_too_many_parts_is_refused_too_complex(
+        self, client: httpx.AsyncClient, world: World
+    ) -> None:
+        inbox = await box(world)
+        fields = [(k, v) for k, v in _sendgrid_fields(inbox.address).items()]
+        fields += [(f"x{i}", "1") for i in range(MAX_FORM_PARTS)]
+        r = await client.post("/inbound/sendgrid", data=dict(fields), headers=basic())
+        assert r.status_code == 200, r.text  # SendGrid's refusal
+        assert r.json()["reason"] == "message_too_complex"
+        assert await inbox.posts() == []
+
+    async def test_sendgrid_field_name_past_the_bound_is_refused(
+        self, client: httpx.AsyncClient, world: World
+    ) -> None:
+        inbox = await box(world)
+        fields = {**_sendgrid_fields(inbox.address), "n" * (MAX_FIELD_NAME_BYTES + 1): "v"}
+        r = await client.post("/inbound/sendgrid", data=fields, headers=basic())
+        assert r.status_code == 200, r.text
+        assert r.json()["reason"] == "message_too_complex"
+        assert await inbox.posts() == []
+
+
+def _sendgrid_fields(recipient: str) -> dict[str, str]:
+    return {
+        "envelope": json.dumps({"to": [recipient], "from": "alice@example.org"}),
+        "from": "Alice <alice@example.org>",
+        "subject": "Hello",
+        "text": "Hello group",
+    }

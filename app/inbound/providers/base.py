@@ -21,7 +21,7 @@ from app.inbound.charsets import decode_bytes
 from app.inbound.errors import MalformedMessage
 from app.inbound.message import parse_mime
 from app.inbound.model import InboundAttachment, InboundEmail
-from app.inbound.multipart import Form, FormPart, read_form
+from app.inbound.multipart import FieldGate, Form, FormPart, read_form
 from app.inbound.names import safe_filename
 
 # At most this many raw messages (or large forms) are parsed in memory at once in one worker.
@@ -71,8 +71,12 @@ def check_basic_auth(request: Request, settings: Settings) -> None:
 
 
 @asynccontextmanager
-async def form_of(request: Request, settings: Settings) -> AsyncIterator[Form]:
-    """The request's form, spooled under ``BLOB_DIR/tmp`` and removed afterwards."""
+async def form_of(
+    request: Request, settings: Settings, gate: FieldGate | None = None
+) -> AsyncIterator[Form]:
+    """The request's form, spooled under ``BLOB_DIR/tmp`` and removed afterwards; within the
+    bounds of FormLimits (the module constants of app.inbound.multipart), every provider alike.
+    ``gate`` authenticates a request from its own fields (Mailgun)."""
     form = await read_form(
         request.stream(),
         request.headers.get("content-type", ""),
@@ -80,6 +84,7 @@ async def form_of(request: Request, settings: Settings) -> AsyncIterator[Form]:
         max_total=settings.max_request_bytes,
         max_file=settings.max_attachment_bytes,
         max_field=settings.max_request_bytes,
+        gate=gate,
     )
     try:
         yield form

@@ -10,11 +10,12 @@ from functools import partial
 from fastapi import Request
 
 from app.config import Settings
+from app.inbound.charsets import decode_bytes
 from app.inbound.errors import MalformedMessage
 from app.inbound.html import html_to_text
 from app.inbound.message import parse_from
 from app.inbound.model import InboundEmail
-from app.inbound.multipart import Form
+from app.inbound.multipart import Form, FormPart
 from app.inbound.names import plain_text
 from app.inbound.providers.base import (
     EndpointDisabled,
@@ -43,9 +44,14 @@ def check_enabled(settings: Settings) -> None:
         raise EndpointDisabled()
 
 
-def verify(form: Form, settings: Settings, now: float | None = None) -> str:
+def check_signature(
+    timestamp: str | None,
+    token: str | None,
+    signature: str | None,
+    settings: Settings,
+    now: float | None = None,
+) -> str:
     """Check the HMAC of timestamp+token with any configured key and the time window; the token."""
-    timestamp, token, signature = (field(form, n) for n in ("timestamp", "token", "signature"))
     if not (timestamp and token and signature):
         raise InvalidCredentials("timestamp, token and signature are required.", "Mailgun")
     try:
@@ -63,6 +69,61 @@ def verify(form: Form, settings: Settings, now: float | None = None) -> str:
     if not valid:
         raise InvalidCredentials("The signature does not match.", "Mailgun")
     return token
+
+
+def verify(form: Form, settings: Settings, now: float | None = None) -> str:
+    """The signature of the whole form: the last timestamp, token and signature (anymail's rule
+    for conflicting merged variables); the token."""
+    timestamp, token, signature = (field(form, n) for n in SIGNATURE_FIELDS)
+    return check_signature(timestamp, token, signature, settings, now)
+
+
+class SignatureGate:
+    """Checks the signature while the form is read, as soon as ``timestamp``, ``token`` and
+    ``signature`` have all arrived: a mismatch stops the read with a 401 (InvalidCredentials),
+    and until then :data:`app.inbound.multipart.MAX_UNAUTHENTICATED_BYTES` bounds the fields.
+    The form is verified again once read (``verify``), on the last values.
+
+    It also keeps ``recipient`` and ``sender``, so that a payload refused after the signature
+    checked out (beyond the form's bounds) is logged for its recipient.
+    """
+
+    def __init__(self, settings: Settings, *, mime: bool) -> None:
+        self.settings = settings
+        # The raw message of the MIME variant is the mail's content, like attachments.
+        self.content_fields = frozenset({"body-mime"}) if mime else frozenset()
+        self.authenticated = False
+        self.values: dict[str, str] = {}
+        self.envelope: dict[str, str] = {}
+
+    def field(self, part: FormPart) -> None:
+        if part.name in ENVELOPE_FIELDS:
+            self.envelope[part.name] = _small_value(part)
+        if self.authenticated or part.name not in SIGNATURE_FIELDS:
+            return
+        self.values[part.name] = _small_value(part)
+        if len(self.values) == len(SIGNATURE_FIELDS):
+            timestamp, token, signature = (self.values[n] for n in SIGNATURE_FIELDS)
+            check_signature(timestamp, token, signature, self.settings)
+            self.authenticated = True
+
+    def recipients_and_sender(self) -> tuple[tuple[str, ...], str | None]:
+        value = self.envelope.get("recipient", "")
+        sender = self.envelope.get("sender", "").strip()
+        return (
+            tuple(r.strip() for r in value.split(",") if r.strip()),
+            None if sender in {"", "<>"} else sender,
+        )
+
+
+SIGNATURE_FIELDS = ("timestamp", "token", "signature")
+ENVELOPE_FIELDS = frozenset({"recipient", "sender"})
+
+
+def _small_value(part: FormPart) -> str:
+    """A field's value when it was held in memory; "" for one spooled or dropped (no signature
+    field is that large)."""
+    return "" if part.data is None else decode_bytes(part.data, "utf-8")
 
 
 def recipients(form: Form) -> tuple[str, ...]:
