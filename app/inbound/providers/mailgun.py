@@ -108,11 +108,9 @@ class SignatureGate:
             self.authenticated = True
 
     def recipients_and_sender(self) -> tuple[tuple[str, ...], str | None]:
-        value = self.envelope.get("recipient", "")
-        sender = self.envelope.get("sender", "").strip()
         return (
-            tuple(r.strip() for r in value.split(",") if r.strip()),
-            None if sender in {"", "<>"} else sender,
+            _recipients(self.envelope.get("recipient")),
+            _sender(self.envelope.get("sender")),
         )
 
 
@@ -127,12 +125,19 @@ def _small_value(part: FormPart) -> str:
 
 
 def recipients(form: Form) -> tuple[str, ...]:
-    value = field(form, "recipient") or ""
-    return tuple(r.strip() for r in value.split(",") if r.strip())
+    return _recipients(field(form, "recipient"))
 
 
 def envelope_from(form: Form) -> str | None:
-    value = (field(form, "sender") or "").strip()
+    return _sender(field(form, "sender"))
+
+
+def _recipients(value: str | None) -> tuple[str, ...]:
+    return tuple(r.strip() for r in (value or "").split(",") if r.strip())
+
+
+def _sender(value: str | None) -> str | None:
+    value = (value or "").strip()
     return None if value in {"", "<>"} else value
 
 
