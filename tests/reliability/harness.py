@@ -784,10 +784,12 @@ class Summary:
     """Invariants checked with their counts, summed over the session."""
 
     def __init__(self) -> None:
-        self.figures: dict[str, int] = {}
+        self.figures: dict[str, float] = {}
 
-    def record(self, invariant: str, count: int) -> None:
-        self.figures[invariant] = self.figures.get(invariant, 0) + int(count)
+    def record(self, invariant: str, count: float) -> None:
+        """Add ``count`` (an int, or a measure such as megabytes) to the session's figure."""
+        value = self.figures.get(invariant, 0) + (count if isinstance(count, float) else int(count))
+        self.figures[invariant] = round(value, 3) if isinstance(value, float) else value
 
     HEADLINE = (
         "deliveries sent",

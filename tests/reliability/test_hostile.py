@@ -1,4 +1,5 @@
-"""Hostile input against the real server: MIME bombs and a zip bomb (issue 4, point 4).
+"""Hostile input against the real server: MIME bombs and a zip bomb (issue 4, point 4), and
+floods that cost memory or block a worker's event loop (issue 10, item 7).
 
 Bombs go to ``/inbound/mime`` over HTTP with basic auth, as an MTA would relay them: nesting
 thousands of levels deep, tens of thousands of parts, a 100 KB parameter list in Content-Type,
@@ -9,6 +10,12 @@ HTTP server's own 4xx for a request line it does not accept at all) in under two
 client, with no 5xx and no post, while a background sender keeps delivering normal mail that
 all succeeds with normal latency. A zip bomb stays an opaque attachment of its compressed size,
 byte-identical on download.
+
+The floods (an unsigned Mailgun form of millions of empty fields at 8 MiB and at the 64 MiB request
+cap, a 100 MB JSON body to ``/v1`` with and without Content-Length, a SendGrid field in charset
+punycode) are measured while they run: each worker's peak RSS growth, the longest ``/healthz``
+answer, the answer and how long it took; each must stay under 50 MB and 200 ms, and be answered
+401, 413 or the provider's own answer in under two seconds.
 """
 
 from __future__ import annotations
@@ -16,22 +23,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import http.client
 import io
 import json
+import os
+import signal
+import socket
 import statistics
+import threading
 import time
 import zipfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import make_msgid
+from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
 import httpx
+import psutil  # type: ignore[import-untyped,unused-ignore]
+import pytest
 
 from tests.inbound.payloads import basic, mailgun_form
 from tests.reliability.conftest import TenantFactory
 from tests.reliability.harness import (
     HTTP_TIMEOUT,
+    SERVER_START_SECONDS,
     Database,
     Server,
     Summary,
@@ -444,3 +461,418 @@ async def test_a_zip_bomb_stays_an_opaque_attachment(
     summary.record("hostile: zip bombs kept opaque", 1)
     summary.record("hostile: zip bomb stored bytes", len(bomb))
     summary.record("hostile: zip bomb delivery (ms)", round(1000 * elapsed))
+
+
+# --- floods: memory and a blocked event loop (issue 10) -----------------------------------------
+#
+# Each attack goes to the shared server (2 workers, production settings) while every worker's RSS
+# is sampled every 20 ms and /healthz is polled on a kept-alive connection to each worker (a
+# connection is pinned to a worker by its port in the worker's socket table), so a worker whose
+# event loop is blocked shows whichever worker the attack landed on. Bodies are generated as they
+# are sent, never held whole here.
+
+RSS_GROWTH_LIMIT = 50 * 1_000_000  # bytes: peak RSS during the attack minus RSS just before
+HEALTHZ_LIMIT = 0.2  # seconds: the longest /healthz answer during the attack
+SAMPLE_SECONDS = 0.02
+POLL_PAUSE_SECONDS = 0.01
+ATTACK_SECONDS = 30.0  # the longest an attack may take to be answered at all
+SETTLE_SECONDS = 0.3  # measured on after the answer: work the server does after answering
+# A worker this much over its RSS before the attack is killed: an unfixed server would take the
+# machine's memory with it (4 million empty fields took one worker from 95 MB to 3.5 GB).
+RSS_GUARD = 1024 * MiB
+CHUNK = 256 * KiB
+# As punycode, this decodes in time quadratic in its length (600 KB: seconds of a blocked worker).
+PUNYCODE_TEXT = "a" * (600 * 1000)
+
+
+def repeated(
+    unit: bytes, total: int, *, prefix: bytes = b"", suffix: bytes = b""
+) -> Callable[[], Iterator[bytes]]:
+    """A body of ``total`` bytes, ``prefix`` + ``unit`` repeated + ``suffix``, in chunks."""
+    middle = total - len(prefix) - len(suffix)
+    assert middle >= 0, (total, unit)
+    assert middle % len(unit) == 0, (total, unit)
+    block = unit * (CHUNK // len(unit))
+
+    def chunks() -> Iterator[bytes]:
+        yield prefix
+        left = middle
+        while left > 0:
+            piece = block[:left]
+            left -= len(piece)
+            yield piece
+        yield suffix
+
+    return chunks
+
+
+@dataclass
+class Flood:
+    """One attack: ``body()`` yields the request body; sent chunked when ``length`` is None."""
+
+    name: str
+    path: str
+    headers: list[tuple[str, str]]
+    body: Callable[[], Iterator[bytes]]
+    length: int | None
+    expected: frozenset[int]
+
+
+def floods(address: str) -> dict[str, Flood]:
+    form = [("Content-Type", "application/x-www-form-urlencoded")]
+    json_body = [("Content-Type", "application/json")]
+    array = {"prefix": b"[ ", "suffix": b"0]"}
+    sendgrid_body, sendgrid_headers = multipart(
+        {
+            "envelope": json.dumps({"to": [address], "from": "mallory@example.org"}),
+            "from": "Mallory <mallory@example.org>",
+            "subject": "punycode",
+            "text": PUNYCODE_TEXT,
+            "charsets": json.dumps({"text": "punycode"}),
+        },
+        [],
+    )
+    # Unsigned: 401, or 413 past the form bounds before the signature arrived (never a refusal,
+    # which would mean an unauthenticated body was read as a mail).
+    mailgun = frozenset({401, 413})
+    v1 = frozenset({401, 413})
+    found = [
+        Flood(
+            "mailgun unsigned 8 MiB a&a&...",
+            "/inbound/mailgun",
+            form,
+            repeated(b"a&", 8 * MiB),
+            8 * MiB,
+            mailgun,
+        ),
+        Flood(
+            "mailgun unsigned 64 MiB a&a&... (the request cap)",
+            "/inbound/mailgun",
+            form,
+            repeated(b"a&", 64 * MiB),
+            64 * MiB,
+            mailgun,
+        ),
+        Flood(
+            "/v1/groups 100 MB JSON array, Content-Length",
+            "/v1/groups",
+            json_body,
+            repeated(b"0,", 100_000_000, **array),
+            100_000_000,
+            v1,
+        ),
+        Flood(
+            "/v1/groups 100 MB JSON array, chunked",
+            "/v1/groups",
+            json_body,
+            repeated(b"0,", 100_000_000, **array),
+            None,
+            v1,
+        ),
+        Flood(
+            "sendgrid 600 KB text in charset punycode",
+            "/inbound/sendgrid",
+            [*sendgrid_headers.items(), *basic().items()],
+            lambda: iter([sendgrid_body]),
+            len(sendgrid_body),
+            frozenset({200}),  # posted with the text decoded safely, or refused (200 too)
+        ),
+    ]
+    return {flood.name: flood for flood in found}
+
+
+FLOODS = list(floods("nobody@example.org"))
+
+
+@dataclass
+class Answer:
+    status: int | None
+    body: bytes
+    seconds: float
+    error: str | None = None
+
+
+def flood_request(base_url: str, flood: Flood) -> Answer:
+    """POST the flood on a connection of its own, the body sent from another thread while this
+    one reads the answer, as an HTTP client does: an early answer (a 413 before the body is read,
+    the connection closed) ends the upload, and the answer is still read."""
+    parts = urlsplit(base_url)
+    framing = (
+        [("Transfer-Encoding", "chunked")]
+        if flood.length is None
+        else [("Content-Length", str(flood.length))]
+    )
+    lines = [f"POST {flood.path} HTTP/1.1", f"Host: {parts.netloc}", "Connection: close"]
+    lines += [f"{k}: {v}" for k, v in [*flood.headers, *framing]]
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    started = time.monotonic()
+    sock = socket.create_connection((parts.hostname, parts.port), timeout=ATTACK_SECONDS)
+    answered = threading.Event()
+
+    def upload() -> None:
+        with contextlib.suppress(OSError):  # the server stopped reading: it answered, or closed
+            sock.sendall(head)
+            for chunk in flood.body():
+                if answered.is_set():
+                    return
+                if chunk:
+                    sock.sendall(
+                        b"%x\r\n%s\r\n" % (len(chunk), chunk) if flood.length is None else chunk
+                    )
+            if flood.length is None:
+                sock.sendall(b"0\r\n\r\n")
+
+    sender = threading.Thread(target=upload, name="flood", daemon=True)
+    sender.start()
+    status: int | None = None
+    body = b""
+    error = None
+    try:
+        with sock.makefile("rb") as answer:
+            status = int(answer.readline(1024).split()[1])
+            length = None
+            while (line := answer.readline(65536)) not in (b"\r\n", b""):
+                name, _, value = line.decode("latin-1").partition(":")
+                if name.strip().lower() == "content-length":
+                    length = int(value.strip())
+            body = answer.read(length) if length is not None else answer.read()
+    except (OSError, ValueError, IndexError) as exc:
+        error = repr(exc)
+    seconds = time.monotonic() - started
+    answered.set()
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)  # a send still blocked ends now
+    sender.join(timeout=5.0)
+    sock.close()
+    return Answer(status, body, seconds, error)
+
+
+class Poller:
+    """GET /healthz again and again on one kept-alive connection (a thread of its own)."""
+
+    def __init__(self, conn: http.client.HTTPConnection, pid: int) -> None:
+        self.conn = conn
+        self.pid = pid
+        self.longest = 0.0
+        self.polls = 0
+        self.errors: list[str] = []
+        self.in_flight: float | None = None  # when the pending request was sent
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, name=f"healthz-{pid}", daemon=True)
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            started = self.in_flight = time.monotonic()
+            try:
+                self.conn.request("GET", "/healthz")
+                answer = self.conn.getresponse()
+                answer.read()
+                if answer.status != 200:
+                    self.errors.append(f"/healthz answered {answer.status}")
+            except (OSError, http.client.HTTPException) as exc:
+                if not self.stop.is_set():
+                    self.errors.append(repr(exc))
+                self.conn.close()  # the next request connects again (to either worker)
+            finally:
+                self.in_flight = None
+            self.longest = max(self.longest, time.monotonic() - started)
+            self.polls += 1
+            self.stop.wait(POLL_PAUSE_SECONDS)
+
+    def finish(self) -> None:
+        """Stop; a request still unanswered after a moment counts with its time so far."""
+        self.stop.set()
+        self.thread.join(timeout=2.0)
+        pending = self.in_flight
+        if pending is not None:
+            self.longest = max(self.longest, time.monotonic() - pending)
+            self.errors.append(f"/healthz unanswered after {time.monotonic() - pending:.1f}s")
+        self.conn.close()
+        self.thread.join(timeout=5.0)
+
+
+def pin_connections(server: Server, seconds: float = 10.0) -> dict[int, http.client.HTTPConnection]:
+    """One kept-alive connection to each worker (which worker accepted a connection: the one
+    whose socket table holds our port)."""
+    parts = urlsplit(server.base_url)
+    assert parts.hostname is not None
+    assert parts.port is not None
+    pinned: dict[int, http.client.HTTPConnection] = {}
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        pids = server.worker_pids()
+        if len(pids) == server.workers and all(pid in pinned for pid in pids):
+            return pinned
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=ATTACK_SECONDS)
+        try:
+            conn.request("GET", "/healthz")
+            conn.getresponse().read()
+        except (OSError, http.client.HTTPException):
+            conn.close()
+            time.sleep(0.1)
+            continue
+        assert conn.sock is not None
+        port = conn.sock.getsockname()[1]
+        holder = None
+        for pid in pids:
+            with contextlib.suppress(psutil.Error):
+                for c in psutil.Process(pid).net_connections(kind="tcp"):
+                    if c.raddr and c.raddr.port == port and c.laddr.port == parts.port:
+                        holder = pid
+        if holder is None or holder in pinned:
+            conn.close()
+        else:
+            pinned[holder] = conn
+    for conn in pinned.values():
+        conn.close()
+    raise AssertionError(f"could not reach every worker of {server.name}: {sorted(pinned)}")
+
+
+def rss(pid: int) -> int | None:
+    with contextlib.suppress(psutil.Error):
+        return int(psutil.Process(pid).memory_info().rss)
+    return None
+
+
+def reset_peak_rss(pid: int) -> bool:
+    """Reset the kernel's RSS high-water mark of ``pid`` to its RSS now (Linux; needs the right
+    to write /proc/PID/clear_refs): what a 20 ms sampler could miss, the kernel does not."""
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def peak_rss(pid: int) -> int | None:
+    """The kernel's RSS high-water mark of ``pid`` (VmHWM), in bytes."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return None
+
+
+class Watch:
+    """While an attack runs: every worker's RSS every 20 ms (and the kernel's high-water mark at
+    the end), /healthz on each worker."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.before: dict[int, int] = {}
+        self.peak: dict[int, int] = {}
+        self.killed: list[int] = []  # workers past RSS_GUARD
+        self.high_water: set[int] = set()  # workers whose RSS high-water mark was reset
+        self.pollers: list[Poller] = []
+        self.stop = threading.Event()
+        self.sampler = threading.Thread(target=self.sample, name="rss", daemon=True)
+
+    def __enter__(self) -> Watch:
+        connections = pin_connections(self.server)
+        for pid in connections:
+            size = rss(pid)
+            assert size is not None, f"worker {pid} is gone"
+            self.before[pid] = self.peak[pid] = size
+            if reset_peak_rss(pid):
+                self.high_water.add(pid)
+        self.pollers = [Poller(conn, pid) for pid, conn in connections.items()]
+        self.sampler.start()
+        for poller in self.pollers:
+            poller.thread.start()
+        return self
+
+    def sample(self) -> None:
+        while not self.stop.is_set():
+            for pid, before in self.before.items():
+                size = rss(pid)
+                if size is None:
+                    continue
+                self.peak[pid] = max(self.peak[pid], size)
+                if size - before > RSS_GUARD and pid not in self.killed:
+                    self.killed.append(pid)
+                    with contextlib.suppress(OSError):
+                        os.kill(pid, signal.SIGKILL)
+            self.stop.wait(SAMPLE_SECONDS)
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.sampler.join(timeout=5.0)
+        for poller in self.pollers:
+            poller.finish()
+        for pid in self.high_water:
+            mark = peak_rss(pid)
+            if mark is not None and pid not in self.killed:
+                self.peak[pid] = max(self.peak[pid], mark)
+
+    @property
+    def rss_growth(self) -> int:
+        return max(self.peak[pid] - before for pid, before in self.before.items())
+
+    @property
+    def longest_healthz(self) -> float:
+        return max(p.longest for p in self.pollers)
+
+    @property
+    def healthz_errors(self) -> list[str]:
+        return [f"worker {p.pid}: {e}" for p in self.pollers for e in p.errors]
+
+    @property
+    def polls(self) -> int:
+        return sum(p.polls for p in self.pollers)
+
+
+def recover(server: Server) -> None:
+    """Every worker alive and answering (a worker killed by the guard is replaced)."""
+    deadline = time.monotonic() + SERVER_START_SECONDS
+    while len(server.worker_pids()) < server.workers and time.monotonic() < deadline:
+        time.sleep(0.1)
+    pin_connections(server, seconds=max(1.0, deadline - time.monotonic()))
+
+
+@pytest.mark.parametrize("name", FLOODS)
+async def test_flood_costs_no_memory_and_blocks_no_worker(
+    name: str, server: Server, tenant: TenantFactory, db: Database, summary: Summary
+) -> None:
+    target = await tenant()
+    flood = floods(target.address)[name]
+    await asyncio.to_thread(recover, server)
+    with Watch(server) as watch:
+        answer = await asyncio.to_thread(flood_request, server.base_url, flood)
+        await asyncio.sleep(SETTLE_SECONDS)
+    status = None
+    with contextlib.suppress(ValueError, AttributeError):
+        status = json.loads(answer.body).get("status")
+    posted = await db.count(
+        "SELECT count(*) FROM posts WHERE platform_id = :p", p=target.platform_id
+    )
+    growth_mb = round(watch.rss_growth / 1_000_000, 1)
+    longest_ms = round(1000 * watch.longest_healthz)
+    figures = (
+        f"{name}: answered {answer.status} {status or ''} in {answer.seconds:.3f}s; "
+        f"peak RSS growth {growth_mb} MB (before {sorted(watch.before.values())}, peak "
+        f"{sorted(watch.peak.values())}, kernel high-water mark of {len(watch.high_water)} "
+        f"workers); longest /healthz {longest_ms} ms over {watch.polls} "
+        f"polls; posts {posted}; {answer.error or ''} {answer.body[:200]!r}"
+    )
+    summary.record(f"hostile flood: {name}: peak RSS growth (MB)", growth_mb)
+    summary.record(f"hostile flood: {name}: longest /healthz (ms)", longest_ms)
+    summary.record(f"hostile flood: {name}: answer (HTTP status)", answer.status or 0)
+    summary.record(f"hostile flood: {name}: duration (ms)", round(1000 * answer.seconds))
+    if flood.path == "/inbound/sendgrid":
+        summary.record(f"hostile flood: {name}: posts", posted)
+    await asyncio.to_thread(recover, server)  # the next test finds every worker answering
+
+    assert not watch.killed, f"workers killed past {RSS_GUARD} bytes of growth: {figures}"
+    assert answer.error is None, figures
+    assert answer.status in flood.expected, figures
+    assert answer.seconds < REFUSAL_SECONDS, figures
+    assert watch.rss_growth < RSS_GROWTH_LIMIT, figures
+    assert watch.longest_healthz < HEALTHZ_LIMIT, figures
+    assert not watch.healthz_errors, (watch.healthz_errors, figures)
+    if flood.path == "/inbound/sendgrid":
+        # A codec that is no mail charset is refused: the field reads as UTF-8 and is posted.
+        assert status == "accepted", figures
+        texts = await db.rows("SELECT text FROM posts WHERE platform_id = :p", p=target.platform_id)
+        assert texts == [(PUNYCODE_TEXT,)], figures
+    else:
+        assert posted == 0, figures
