@@ -273,9 +273,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValidationError as exc:
         return _refuse(args.command, f"configuration error: {_settings_problem(exc)}", EX_CONFIG)
     except DBAPIError as exc:
-        reason = (
-            str(exc.orig or exc).splitlines()[0] if str(exc.orig or exc) else type(exc).__name__
-        )
+        reason = next(iter(str(exc.orig or exc).splitlines()), type(exc).__name__)
         return _refuse(
             args.command,
             f"database error: {redact(reason)} (is the database up and migrated? make migrate)",

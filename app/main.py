@@ -77,6 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app = FastAPIOffline(**options)
     else:  # production's default: the committed openapi/openapi.json is the reference
         app = FastAPI(**options, docs_url=None, redoc_url=None, openapi_url=None)
+    own_routes = list(app.router.routes)  # /openapi.json and, when enabled, the docs pages
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
@@ -98,6 +99,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(index_router)
     app.include_router(health_router)
     app.include_router(api_router)
+    # Matched last: the inbound endpoints, which take the bursts, come first (app.api.router).
+    app.router.routes[:] = [r for r in app.router.routes if r not in own_routes] + own_routes
     install_openapi(app)
     return app
 

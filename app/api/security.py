@@ -84,8 +84,10 @@ def decode_user_token(token: str, settings: Settings) -> Principal:
             raise Unauthenticated("The token is not valid.") from exc
     if claims is None:
         raise Unauthenticated("The token is not valid.")
-    lifetime = claims["exp"] - claims["iat"]
-    if not isinstance(lifetime, int | float) or lifetime > settings.jwt_max_lifetime_seconds:
+    expires, issued = claims["exp"], claims["iat"]  # PyJWT also lets numeric strings through
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (expires, issued)):
+        raise Unauthenticated("The token's exp and iat must be numbers.")
+    if expires - issued > settings.jwt_max_lifetime_seconds:
         raise Unauthenticated(
             f"The token lives longer than {settings.jwt_max_lifetime_seconds} seconds (exp - iat)."
         )

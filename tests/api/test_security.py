@@ -90,6 +90,13 @@ class TestUserTokens:
                 {"Authorization": f"Bearer {token(exp=9_999_999_999)}"}, id="lives-for-ever"
             ),
             pytest.param(
+                {"Authorization": f"Bearer {token(iat=str(int(time.time())))}"}, id="iat-a-string"
+            ),
+            pytest.param(
+                {"Authorization": f"Bearer {token(exp=str(int(time.time()) + 60))}"},
+                id="exp-a-string",
+            ),
+            pytest.param(
                 {"Authorization": f"Bearer {token(expires_in=24 * 3600 + 1)}"},
                 id="lives-a-second-over-a-day",
             ),
