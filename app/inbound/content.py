@@ -8,7 +8,7 @@ from dataclasses import asdict, replace
 from typing import Any
 
 from app.blobs.store import BlobStore
-from app.inbound.model import InboundAttachment, InboundEmail
+from app.inbound.model import InboundAttachment, InboundEmail, OmittedPart
 
 VERSION = 1
 
@@ -70,6 +70,7 @@ async def load(sha256: str, blobs: BlobStore) -> InboundEmail:
         attachments.append(InboundAttachment(**item, data=data))
     doc["recipients"] = tuple(doc.get("recipients", ()))
     doc["headers"] = tuple(tuple(h) for h in doc.get("headers", ()))
+    doc["omitted"] = tuple(OmittedPart(**o) for o in doc.get("omitted", ()))
     return InboundEmail(**doc, attachments=tuple(attachments))
 
 
@@ -86,6 +87,8 @@ async def kept_digest(sha256: str, blobs: BlobStore) -> str | None:
     for a in doc.get("attachments", []):
         line = f"{a.get('filename')}\0{a.get('size')}\0{a.get('sha256') or ''}\0"
         h.update(line.encode("utf-8", "surrogatepass"))
+    for o in doc.get("omitted", ()):
+        h.update(_omitted_line(o["filename"], o["size"], o["reason"]))
     return h.hexdigest()
 
 
@@ -97,4 +100,10 @@ def content_digest(email: InboundEmail) -> str:
         h.update(b"\0")
     for a in email.attachments:
         h.update(f"{a.filename}\0{a.size}\0{a.sha256 or ''}\0".encode("utf-8", "surrogatepass"))
+    for o in email.omitted:
+        h.update(_omitted_line(o.filename, o.size, o.reason))
     return h.hexdigest()
+
+
+def _omitted_line(filename: str, size: int | None, reason: str) -> bytes:
+    return f"omitted\0{filename}\0{size}\0{reason}\0".encode("utf-8", "surrogatepass")

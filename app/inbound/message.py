@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import email.errors
 import email.policy
 import hashlib
 import io
@@ -27,13 +28,15 @@ from app.inbound.charsets import decode_bytes
 from app.inbound.errors import MalformedMessage, MessageTooComplex
 from app.inbound.html import html_to_text
 from app.inbound.limits import check_complexity
-from app.inbound.model import InboundAttachment, InboundEmail
+from app.inbound.model import InboundAttachment, InboundEmail, OmittedPart
 from app.inbound.names import plain_text, safe_filename
+from app.inbound.params import Params, param, parse_params, rfc2231_value
 
 MAX_SUBJECT_CHARS = 998
 MAX_NAME_CHARS = 400
 MAX_PARSED_FROM_CHARS = 2048  # longer From values are read by a linear fallback
 FORWARDED_NAME = "forwarded-message.eml"
+EXTERNAL_BODY_NAME = "external-body"
 
 _MIME_TYPES = mimetypes.MimeTypes()  # the stdlib's table only: the same names on every host
 _CONTENT_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,63}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}")
@@ -204,12 +207,34 @@ def _header(part: Message, name: str) -> object | None:
         return None
 
 
-def _params(header: object | None) -> dict[str, str]:
-    try:
-        params = getattr(header, "params", None) or {}
-        return {str(k).lower(): str(v) for k, v in params.items()}
-    except Exception:
-        return {}
+def _raw_params(part: Message, name: str) -> tuple[str, Params]:
+    """The first token and the parameters of a part's header, read by app.inbound.params (the
+    stdlib's parser cuts unquoted values at ``=`` or a space)."""
+    raw = _raw_header(part, name)
+    return parse_params(raw) if raw is not None else ("", [])
+
+
+def _name(params: Params, key: str) -> str | None:
+    """A file name parameter: RFC 2231 (``filename*=``), else the plain value, whose RFC 2047
+    encoded words (which many clients send, quoted or not) are decoded."""
+    value = rfc2231_value(params, key)
+    if value is None:
+        plain = param(params, key)
+        value = decode_header(plain) if plain is not None else None
+    return plain_text(value) or None if value is not None else None
+
+
+class _Part(EmailMessage):
+    """A message part whose multipart boundary is read by app.inbound.params: the stdlib's
+    ``policy.default`` cuts Outlook's unquoted ``boundary=----=_NextPart_…`` at the ``=`` and
+    then finds no parts at all."""
+
+    def get_boundary(self, failobj: object = None) -> object:  # type: ignore[override]
+        value = param(_raw_params(self, "content-type")[1], "boundary")
+        return value.rstrip() if value else failobj
+
+
+_PARSE_POLICY = email.policy.default.clone(message_factory=_Part)
 
 
 @dataclass(frozen=True)
@@ -235,18 +260,14 @@ def _content_type_of(part: Message, header: object | None) -> str:
 
 
 def _info(part: Message) -> _PartInfo:
-    content_type_header = _header(part, "content-type")
-    disposition_header = _header(part, "content-disposition")
-    type_params = _params(content_type_header)
-    disposition_params = _params(disposition_header)
-    disposition = getattr(disposition_header, "content_disposition", None)
-    name = disposition_params.get("filename") or type_params.get("name")
+    _, type_params = _raw_params(part, "content-type")
+    disposition, disposition_params = _raw_params(part, "content-disposition")
     content_id = _raw_header(part, "content-id")
     return _PartInfo(
-        content_type=_content_type_of(part, content_type_header),
-        disposition=str(disposition).lower() if disposition else None,
-        filename=(plain_text(decode_header(name)) or None) if name else None,
-        charset=type_params.get("charset"),
+        content_type=_content_type_of(part, _header(part, "content-type")),
+        disposition=disposition or None,
+        filename=_name(disposition_params, "filename") or _name(type_params, "name"),
+        charset=param(type_params, "charset"),
         content_id=(plain_text(decode_header(content_id), MAX_SUBJECT_CHARS).strip("<> ") or None)
         if content_id
         else None,
@@ -309,28 +330,67 @@ def _nested_subject(part: Message) -> str | None:
     return plain_text(decode_header(subject), 200) if subject else None
 
 
+_ENRICHED_TOKEN = re.compile(r"<<|<(/?)([A-Za-z0-9-]{1,60})>|\n+")
+
+
+def enriched_to_text(text: str) -> str:
+    """``text/enriched`` (RFC 1896) as plain text: formatting commands and their ``<param>``
+    values removed, ``<<`` read as ``<``, a lone line break as a space and n breaks as n - 1
+    (as written inside ``<nofill>``). Linear in the length."""
+    out: list[str] = []
+    position = in_param = nofill = 0
+    for match in _ENRICHED_TOKEN.finditer(text):
+        found = match.group()
+        if not in_param:
+            out.append(text[position : match.start()])
+        position = match.end()
+        if found == "<<":
+            out.append("" if in_param else "<")
+        elif found[0] == "\n":
+            if not in_param:
+                out.append(found if nofill else " " if len(found) == 1 else found[1:])
+        else:
+            step = -1 if match.group(1) else 1
+            command = match.group(2).lower()
+            if command == "param":
+                in_param = max(0, in_param + step)
+            elif command == "nofill":
+                nofill = max(0, nofill + step)
+    if not in_param:
+        out.append(text[position:])
+    return "".join(out)
+
+
 @dataclass
 class _Leaf:
     part: Message
     info: _PartInfo
     in_alternative: bool
+    cut: bool  # the last part of a multipart whose closing boundary never came
+
+
+def _unclosed(part: Message) -> bool:
+    return any(isinstance(d, email.errors.CloseBoundaryNotFoundDefect) for d in part.defects)
 
 
 def _leaves(root: Message) -> Iterator[_Leaf]:
     """Leaf parts in document order; a nested message (``message/*``) is one leaf."""
-    stack: list[tuple[Message, bool]] = [(root, False)]
+    stack: list[tuple[Message, bool, bool]] = [(root, False, False)]
     while stack:
-        part, in_alternative = stack.pop()
+        part, in_alternative, cut = stack.pop()
         info = _info(part)
         payload = part.get_payload() if part.is_multipart() else None
         if isinstance(payload, list) and not info.content_type.startswith("message/"):
             alternative = in_alternative or info.content_type == "multipart/alternative"
+            children = [child for child in payload if isinstance(child, Message)]
+            last = len(children) - 1 if _unclosed(part) else -1
             stack.extend(
-                (child, alternative) for child in reversed(payload) if isinstance(child, Message)
+                (child, alternative, index == last)
+                for index, child in reversed(list(enumerate(children)))
             )
             continue
         # A forwarded message (or a report) is one leaf: its parts are not walked into.
-        yield _Leaf(part, info, in_alternative)
+        yield _Leaf(part, info, in_alternative, cut)
 
 
 @dataclass
@@ -338,6 +398,7 @@ class _Collected:
     text: list[str] = field(default_factory=list)
     html: list[str] = field(default_factory=list)
     attachments: list[InboundAttachment] = field(default_factory=list)
+    omitted: list[OmittedPart] = field(default_factory=list)
 
 
 def _attachment(leaf: _Leaf, index: int, max_attachment_bytes: int) -> InboundAttachment:
@@ -370,24 +431,89 @@ def _attachment(leaf: _Leaf, index: int, max_attachment_bytes: int) -> InboundAt
     )
 
 
+_TEXT_BODIES = frozenset({"text/plain", "text/enriched"})
+_NAMED_BODIES = frozenset({"text/plain", "text/html"})
+
+
+def _body_kind(leaf: _Leaf) -> str | None:
+    """``"text"`` or ``"html"`` for a part that mail clients show as the body, else None.
+
+    A ``multipart/*`` leaf is one whose parts could not be found (no boundary, or boundary
+    lines that never appear): clients show its body as text, and so does the service.
+    """
+    info = leaf.info
+    if info.disposition == "attachment":
+        return None
+    if info.content_type.startswith("multipart/"):
+        return "text"
+    if info.filename is not None:
+        return None
+    if info.content_type in _TEXT_BODIES:
+        return "text"
+    return "html" if info.content_type == "text/html" else None
+
+
+def _named_body(leaves: list[_Leaf]) -> _Leaf | None:
+    """With no other body, the first inline text part that carries a file name is the body (as
+    the stdlib's ``get_body()`` has it), not an attachment."""
+    if any(_body_kind(leaf) for leaf in leaves):
+        return None
+    return next(
+        (
+            leaf
+            for leaf in leaves
+            if leaf.info.content_type in _NAMED_BODIES and leaf.info.disposition != "attachment"
+        ),
+        None,
+    )
+
+
+def _body_text(leaf: _Leaf) -> str:
+    text = decode_bytes(_payload(leaf.part), leaf.info.charset).replace("\x00", "")
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return enriched_to_text(text) if leaf.info.content_type == "text/enriched" else text
+
+
+def _external_body(leaf: _Leaf) -> OmittedPart:
+    """A ``message/external-body`` part only points to a file (RFC 2046 §5.2.3): it is listed
+    as omitted, with the name and size it declares, and never fetched."""
+    _, params = _raw_params(leaf.part, "content-type")
+    url = param(params, "url") or ""
+    name = leaf.info.filename or url.rstrip("/").rsplit("/", 1)[-1] or None
+    size = (param(params, "size") or "").strip()
+    return OmittedPart(
+        filename=safe_filename(name, EXTERNAL_BODY_NAME),
+        size=int(size) if size.isascii() and size.isdigit() and len(size) < 19 else None,
+        reason="external_body",
+    )
+
+
+def _junk(leaf: _Leaf) -> bool:
+    """The unnamed last part of a multipart that ends before its closing boundary: the remnant
+    of a truncated mail (most often a few bytes, or none), not a file the sender named. A named
+    part, or one the HTML shows (Content-ID), is kept even when cut short."""
+    return leaf.cut and leaf.info.filename is None and leaf.info.content_id is None
+
+
 def _collect(root: Message, max_attachment_bytes: int) -> _Collected:
     collected = _Collected()
-    for leaf in _leaves(root):
-        info = leaf.info
-        if (
-            info.content_type in {"text/plain", "text/html"}
-            and info.filename is None
-            and info.disposition != "attachment"
-        ):
-            bodies = collected.text if info.content_type == "text/plain" else collected.html
+    leaves = list(_leaves(root))
+    named_body = _named_body(leaves)
+    for leaf in leaves:
+        kind = _body_kind(leaf)
+        if kind is None and leaf is named_body:
+            kind = "html" if leaf.info.content_type == "text/html" else "text"
+        if kind is not None:
+            bodies = collected.text if kind == "text" else collected.html
             # The first one is the body; further ones outside an alternative continue it
             # (clients split a body around inline images); in an alternative they repeat it.
             if not bodies or not leaf.in_alternative:
-                text = decode_bytes(_payload(leaf.part), info.charset).replace("\x00", "")
-                bodies.append(text.replace("\r\n", "\n").replace("\r", "\n"))
-            continue
-        index = len(collected.attachments) + 1
-        collected.attachments.append(_attachment(leaf, index, max_attachment_bytes))
+                bodies.append(_body_text(leaf))
+        elif leaf.info.content_type == "message/external-body":
+            collected.omitted.append(_external_body(leaf))
+        elif not _junk(leaf):
+            index = len(collected.attachments) + 1
+            collected.attachments.append(_attachment(leaf, index, max_attachment_bytes))
     return collected
 
 
@@ -432,6 +558,7 @@ def _build(
         message_id=_message_id(_first(headers, "message-id")),
         headers=headers,
         attachments=tuple(collected.attachments),
+        omitted=tuple(collected.omitted),
         content_type=_content_type(message),
         size_bytes=len(raw),
         spf=spf,
@@ -459,7 +586,7 @@ def parse_mime(
     raw = bytes(raw)
     check_complexity(raw)
     try:
-        message = BytesParser(policy=email.policy.default).parsebytes(raw)
+        message = BytesParser(policy=_PARSE_POLICY).parsebytes(raw)
         return _build(
             message,
             raw,

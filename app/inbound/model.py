@@ -29,6 +29,17 @@ class InboundAttachment:
 
 
 @dataclass(frozen=True)
+class OmittedPart:
+    """A file the mail names but the service does not store, and why: ``external_body`` (a
+    ``message/external-body`` reference) or ``not_fetched`` (a provider's download URL). Nothing
+    is ever fetched. ``size`` is what the mail declares, None when it does not say."""
+
+    filename: str  # display name, already made safe
+    size: int | None
+    reason: str
+
+
+@dataclass(frozen=True)
 class InboundEmail:
     provider: str  # "mailgun", "sendgrid", "postmark", "mime"
     recipients: tuple[str, ...]  # envelope recipients, as the provider gave them
@@ -53,6 +64,7 @@ class InboundEmail:
         None  # provider event id used for dedupe (Mailgun token, Postmark MessageID)
     )
     extra: dict[str, str] = field(default_factory=dict)
+    omitted: tuple[OmittedPart, ...] = ()  # named in the mail, not stored (see OmittedPart)
 
     def header(self, name: str) -> str | None:
         name = name.lower()
@@ -109,4 +121,5 @@ def storable(email: InboundEmail) -> InboundEmail:
         dkim=_optional(email.dkim),
         event_id=_optional(email.event_id),
         extra={storable_text(k): storable_text(v) for k, v in email.extra.items()},
+        omitted=tuple(replace(o, filename=storable_text(o.filename)) for o in email.omitted),
     )

@@ -40,7 +40,6 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Protocol
-from urllib.parse import unquote_to_bytes
 
 import anyio.to_thread
 from python_multipart import MultipartParser
@@ -48,6 +47,7 @@ from python_multipart.exceptions import FormParserError
 
 from app.blobs.store import LocalBlobStore
 from app.inbound.charsets import decode_bytes
+from app.inbound.params import param, parse_params, rfc2231_value
 
 if TYPE_CHECKING:
     from python_multipart.multipart import MultipartCallbacks
@@ -236,50 +236,6 @@ class Form:
 
 # --- header parsing ---------------------------------------------------------------------------
 
-_QUOTED_PAIR = re.compile(r'\\([\\"])')
-_CONTINUATION = re.compile(r"(?P<key>[^*]+)\*(?P<index>\d+)(?P<encoded>\*?)")
-
-
-def _parse_header(value: str) -> tuple[str, list[tuple[str, str]]]:
-    """Split ``type; key=value; key="quoted"`` into the lower-cased first token and the
-    parameters (lower-cased keys, unquoted values), in order. ``;`` inside quotes is kept."""
-    segments: list[str] = []
-    current: list[str] = []
-    in_quotes = escaped = False
-    for ch in value:
-        if in_quotes:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_quotes = False
-        elif ch == '"':
-            in_quotes = True
-        elif ch == ";":
-            segments.append("".join(current))
-            current = []
-            continue
-        current.append(ch)
-    segments.append("".join(current))
-    params: list[tuple[str, str]] = []
-    for segment in segments[1:]:
-        key, sep, val = segment.partition("=")
-        if not sep:
-            continue
-        val = val.strip(" \t")
-        if len(val) >= 2 and val[0] == '"' and val[-1] == '"':
-            val = _QUOTED_PAIR.sub(r"\1", val[1:-1])
-        params.append((key.strip(" \t").lower(), val))
-    return segments[0].strip(" \t").lower(), params
-
-
-def _param(params: list[tuple[str, str]], key: str) -> str | None:
-    for k, v in params:
-        if k == key:
-            return v
-    return None
-
 
 def _field_name(name: str) -> str:
     """A field name as text any database stores: a NUL (no provider's name has one) becomes
@@ -290,36 +246,6 @@ def _field_name(name: str) -> str:
 def _latin1_to_text(value: str) -> str:
     """Header text was decoded as latin-1 (lossless); re-read its bytes as UTF-8."""
     return value.encode("latin-1").decode("utf-8", errors="replace")
-
-
-def _rfc2231_value(params: list[tuple[str, str]], key: str) -> str | None:
-    """The RFC 2231 extended parameter ``key*`` (or its ``key*0*``, ``key*1`` … continuations),
-    decoded, or None when the header has none."""
-    charset: str | None = None
-    extended = _param(params, key + "*")
-    if extended is not None:
-        pieces = [(0, True, extended)]
-    else:
-        found: dict[int, tuple[bool, str]] = {}
-        for k, v in params:
-            match = _CONTINUATION.fullmatch(k)
-            if match and match["key"] == key:
-                found.setdefault(int(match["index"]), (bool(match["encoded"]), v))
-        pieces = []
-        while len(pieces) in found:
-            encoded, v = found[len(pieces)]
-            pieces.append((len(pieces), encoded, v))
-        if not pieces:
-            return None
-    raw = bytearray()
-    for index, encoded, v in pieces:
-        if not encoded:
-            raw += v.encode("latin-1")
-            continue
-        if index == 0 and v.count("'") >= 2:
-            charset, _language, v = v.split("'", 2)
-        raw += unquote_to_bytes(v.encode("latin-1"))
-    return decode_bytes(bytes(raw), charset or "utf-8")
 
 
 # --- value sinks ------------------------------------------------------------------------------
@@ -593,17 +519,17 @@ class _Multipart:
                 disposition = value.decode("latin-1").strip()
             elif name == "content-type" and content_type is None:
                 content_type = value.decode("latin-1").strip()
-        params = _parse_header(disposition)[1] if disposition is not None else []
-        field_name = _param(params, "name")
+        params = parse_params(disposition)[1] if disposition is not None else []
+        field_name = param(params, "name")
         if field_name is not None:
             self.collector.check_name(len(field_name))  # latin-1: one character per byte
-        filename = _rfc2231_value(params, "filename")
+        filename = rfc2231_value(params, "filename")
         if filename is None:
-            plain = _param(params, "filename")
+            plain = param(params, "filename")
             filename = None if plain is None else _latin1_to_text(plain)
         charset = None
         if content_type is not None:
-            charset = _param(_parse_header(content_type)[1], "charset") or None
+            charset = param(parse_params(content_type)[1], "charset") or None
         part = FormPart(
             name="" if field_name is None else _field_name(_latin1_to_text(field_name)),
             filename=filename,
@@ -782,10 +708,10 @@ async def read_form(
     nothing is left on disk. On success the caller owns the :class:`Form` and must call
     :meth:`Form.cleanup`.
     """
-    media_type, params = _parse_header(content_type_header)
+    media_type, params = parse_params(content_type_header)
     boundary: bytes | None = None
     if media_type == _FORM_DATA:
-        value = _param(params, "boundary")
+        value = param(params, "boundary")
         if not value:
             raise MalformedBody("multipart/form-data without a boundary")
         try:

@@ -757,7 +757,10 @@ class InboundService:
             "subject": email.subject,
             "text": text,
             "html": html,
-            "omitted_attachments": plan.omitted if plan is not None else [],
+            "omitted_attachments": [
+                {"filename": o.filename, "size": o.size, "reason": o.reason} for o in email.omitted
+            ]
+            + (plan.omitted if plan is not None else []),
             "received_at": now,
             "created_at": now,
         }

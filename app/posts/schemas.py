@@ -42,10 +42,13 @@ class AttachmentRead(ReadModel):
 class OmittedAttachment(ReadModel):
     filename: str
     """The file left out."""
-    size: int
-    """Its size in bytes."""
-    reason: Literal["too_large"]
-    """Why: `too_large` (over the attachment limit, with `oversize_attachments: drop`)."""
+    size: int | None
+    """Its size in bytes; null when the mail does not say (a file given by reference)."""
+    reason: Literal["too_large", "external_body", "not_fetched"]
+    """Why: `too_large` (over the attachment limit, with `oversize_attachments: drop`);
+    `external_body` (a `message/external-body` part: the mail only points to the file);
+    `not_fetched` (the provider gave the file as a download URL). The service never fetches
+    a file from elsewhere."""
 
 
 POST_EXAMPLE: dict[str, Any] = {

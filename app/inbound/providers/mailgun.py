@@ -14,9 +14,9 @@ from app.inbound.charsets import decode_bytes
 from app.inbound.errors import MalformedMessage
 from app.inbound.html import html_to_text
 from app.inbound.message import parse_from
-from app.inbound.model import InboundEmail
+from app.inbound.model import InboundEmail, OmittedPart
 from app.inbound.multipart import Form, FormPart
-from app.inbound.names import plain_text
+from app.inbound.names import plain_text, safe_filename
 from app.inbound.providers.base import (
     EndpointDisabled,
     InvalidCredentials,
@@ -179,6 +179,29 @@ def _cid_map(form: Form) -> dict[str, str]:
     }
 
 
+def _stored_files(form: Form) -> tuple[OmittedPart, ...]:
+    """The ``attachments`` JSON of a ``store(notify=…)`` post: files Mailgun keeps and gives by
+    download URL. They are never fetched (a URL is no proof of where it leads); each is listed
+    as omitted with reason ``not_fetched``."""
+    files = json_field(form, "attachments")
+    if files is None:
+        return ()
+    if not isinstance(files, list) or not all(isinstance(f, dict) for f in files):
+        raise MalformedMessage("attachments is not a list of files")
+    omitted = []
+    for index, item in enumerate(files, start=1):
+        name = item.get("name") if isinstance(item.get("name"), str) else None
+        size = item.get("size")
+        omitted.append(
+            OmittedPart(
+                filename=safe_filename(name, f"attachment-{index}.bin"),
+                size=size if isinstance(size, int) and not isinstance(size, bool) else None,
+                reason="not_fetched",
+            )
+        )
+    return tuple(omitted)
+
+
 def parse_fields(form: Form, token: str, settings: Settings) -> InboundEmail:
     headers: list[tuple[str, str]] = []
     raw_headers = json_field(form, "message-headers") or []
@@ -218,6 +241,7 @@ def parse_fields(form: Form, token: str, settings: Settings) -> InboundEmail:
         dkim=header.get("x-mailgun-dkim-check-result")
         or field(form, "X-Mailgun-Dkim-Check-Result"),
         event_id=token,
+        omitted=_stored_files(form),
     )
 
 
