@@ -230,7 +230,8 @@ class _Part(EmailMessage):
     then finds no parts at all."""
 
     def get_boundary(self, failobj: object = None) -> object:  # type: ignore[override]
-        value = param(_raw_params(self, "content-type")[1], "boundary")
+        params = _raw_params(self, "content-type")[1]
+        value = rfc2231_value(params, "boundary") or param(params, "boundary")
         return value.rstrip() if value else failobj
 
 

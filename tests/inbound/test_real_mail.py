@@ -355,3 +355,22 @@ async def test_a_replayed_mail_keeps_what_it_omitted(
     assert post["omitted_attachments"] == [
         {"filename": "agenda.pdf", "size": 10, "reason": "not_fetched"}
     ]
+
+
+@pytest.mark.parametrize(
+    "parameter",
+    ['boundary="quoted=="', "boundary*=us-ascii''rfc%3D2231", "boundary=plain"],
+)
+async def test_other_spellings_of_a_boundary_still_split_the_parts(
+    client: httpx.AsyncClient, inbox: Inbox, parameter: str
+) -> None:
+    boundary = parameter.split("=", 1)[1].strip('"').replace("us-ascii''", "").replace("%3D", "=")
+    raw = message(
+        f"multipart/mixed; {parameter}",
+        f"--{boundary}\r\nContent-Type: text/plain\r\n\r\nBody.\r\n--{boundary}\r\n"
+        "Content-Type: image/png\r\nContent-Disposition: attachment; filename=dot.png\r\n\r\n"
+        f"png\r\n--{boundary}--\r\n",
+    )
+    post = await one_post(client, inbox, "mime", raw)
+    assert post["text"] == "Body."
+    assert [a["filename"] for a in post["attachments"]] == ["dot.png"]
