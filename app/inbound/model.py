@@ -53,6 +53,9 @@ class InboundEmail:
         None  # provider event id used for dedupe (Mailgun token, Postmark MessageID)
     )
     extra: dict[str, str] = field(default_factory=dict)
+    # DMARC verdict of a trusted host, "{@example.com : pass}" (header.from domain); last, with
+    # a default, so that kept documents written before it still load.
+    dmarc: str | None = None
 
     def header(self, name: str) -> str | None:
         name = name.lower()
@@ -107,6 +110,7 @@ def storable(email: InboundEmail) -> InboundEmail:
         content_type=storable_text(email.content_type),
         spf=_optional(email.spf),
         dkim=_optional(email.dkim),
+        dmarc=_optional(email.dmarc),
         event_id=_optional(email.event_id),
         extra={storable_text(k): storable_text(v) for k, v in email.extra.items()},
     )

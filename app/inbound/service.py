@@ -113,16 +113,24 @@ def dedupe_key(email: InboundEmail) -> str:
     return hashlib.sha256(basis.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def author_verified(email: InboundEmail) -> bool:
-    """DKIM pass for the From domain, or an SPF pass for an envelope sender of the same domain."""
-    if not email.from_address or "@" not in email.from_address:
-        return False
-    domain = email.from_address.rsplit("@", 1)[1].lower()
-    dkim = (email.dkim or "").lower()
-    for entry in dkim.replace("{", "").replace("}", "").split(","):
+def _passes(verdicts: str | None, domain: str) -> bool:
+    """Whether ``{@domain : pass}``-style text (SendGrid's ``dkim``; a trusted host's DKIM and
+    DMARC, app.inbound.authresults) has a pass for exactly ``domain``."""
+    for entry in (verdicts or "").lower().replace("{", "").replace("}", "").split(","):
         name, _, verdict = entry.partition(":")
         if verdict.strip() == "pass" and name.strip().lstrip("@") == domain:
             return True
+    return False
+
+
+def author_verified(email: InboundEmail) -> bool:
+    """DKIM pass for the From domain, a DMARC pass whose header.from is that domain, or an SPF
+    pass for an envelope sender of that same domain."""
+    if not email.from_address or "@" not in email.from_address:
+        return False
+    domain = email.from_address.rsplit("@", 1)[1].lower()
+    if _passes(email.dkim, domain) or _passes(email.dmarc, domain):
+        return True
     envelope_domain = (email.envelope_from or "").rsplit("@", 1)[-1].strip("<> ").lower()
     return (email.spf or "").strip().lower() == "pass" and envelope_domain == domain
 

@@ -136,7 +136,8 @@ class TestVerdicts:
     def test_dkim_domain_from_header_i_and_dmarc_from_header_from(self) -> None:
         headers = [
             ar(
-                "mx.example.com; dkim=pass header.i=news@Example.ORG; dmarc=pass header.from=Example.org"
+                "mx.example.com; dkim=pass header.i=news@Example.ORG;"
+                " dmarc=pass header.from=Example.org"
             )
         ]
         found = verdicts(headers, TRUSTED, None)

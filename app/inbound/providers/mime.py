@@ -12,7 +12,7 @@ from app.config import Settings
 from app.inbound.errors import MalformedMessage
 from app.inbound.model import InboundEmail
 from app.inbound.multipart import spool_body
-from app.inbound.providers.base import check_basic_auth, parse_raw
+from app.inbound.providers.base import check_basic_auth, parse_raw, with_trusted_results
 
 PROVIDER = "mime"
 MISSING = "\0missing"
@@ -53,4 +53,5 @@ async def read(request: Request, settings: Settings) -> InboundEmail:
         envelope_from=None if sender == MISSING else sender,
         max_attachment_bytes=settings.max_attachment_bytes,
     )
-    return replace(email, envelope_from=email.from_address) if sender == MISSING else email
+    email = replace(email, envelope_from=email.from_address) if sender == MISSING else email
+    return with_trusted_results(email, settings)

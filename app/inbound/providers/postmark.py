@@ -22,6 +22,7 @@ from app.inbound.providers.base import (
     PARSE_SLOTS,
     bare_content_type,
     check_basic_auth,
+    first_header,
     load_json,
 )
 
@@ -76,7 +77,6 @@ def parse_document(raw: bytes, size: int, settings: Settings) -> InboundEmail:
     for item in items:
         if isinstance(item, dict) and isinstance(item.get("Name"), str):
             headers.append((item["Name"].lower(), str(item.get("Value", ""))))
-    header = dict(headers)
     found = doc.get("FromFull")
     full: dict[str, Any] = found if isinstance(found, dict) else {}
     from_address, from_name = parse_from(_text(doc, "From"))
@@ -85,11 +85,11 @@ def parse_document(raw: bytes, size: int, settings: Settings) -> InboundEmail:
     if isinstance(full.get("Name"), str) and full["Name"]:
         from_name = plain_text(full["Name"], 400) or None
     recipient = _text(doc, "OriginalRecipient")
+    # Postmark's own Return-Path is the first header; a later one was written by the sender.
     # An explicit "<>" is a null sender; no Return-Path at all is not: the From address stands in.
-    return_path = (
-        header["return-path"].strip().strip("<>").strip() or None
-        if "return-path" in header
-        else from_address
+    return_path = first_header(headers, "return-path")
+    sender = (
+        from_address if return_path is None else return_path.strip().strip("<>").strip() or None
     )
     html = _text(doc, "HtmlBody")
     text = _text(doc, "TextBody")
@@ -99,23 +99,24 @@ def parse_document(raw: bytes, size: int, settings: Settings) -> InboundEmail:
     if not isinstance(attachments, list):
         raise MalformedMessage("Attachments is not a list")
     message_id = _text(doc, "MessageID")
-    spf = header.get("received-spf", "").split(" ", 1)[0].lower() or None
+    spf = (first_header(headers, "received-spf") or "").split(" ", 1)[0].lower() or None
+    content_type = first_header(headers, "content-type") or "text/plain"
     return InboundEmail(
         provider=PROVIDER,
         recipients=(recipient,) if recipient else (),
-        envelope_from=return_path,
+        envelope_from=sender,
         from_address=from_address,
         from_name=from_name,
         subject=plain_text(_text(doc, "Subject") or "", 998),
         text=text,
         html=html,
-        message_id=(header.get("message-id") or "").strip().strip("<>") or None,
+        message_id=(first_header(headers, "message-id") or "").strip().strip("<>") or None,
         headers=tuple(headers),
         attachments=tuple(
             _attachment(item, i, settings.max_attachment_bytes)
             for i, item in enumerate(attachments, start=1)
         ),
-        content_type=(header.get("content-type") or "text/plain").split(";")[0].strip().lower(),
+        content_type=content_type.split(";")[0].strip().lower(),
         size_bytes=size,
         spf=spf,
         event_id=message_id,

@@ -21,10 +21,12 @@ from app.inbound.providers.base import (
     attachment_from_part,
     check_basic_auth,
     field,
+    first_header,
     json_field,
     parse_raw,
     read_bytes,
     run_parser,
+    with_trusted_results,
 )
 
 PROVIDER = "sendgrid"
@@ -80,7 +82,6 @@ def parse_fields(form: Form, settings: Settings) -> InboundEmail:
         return field(form, name, charset if isinstance(charset, str) else "utf-8")
 
     headers = _headers(text_field("headers"))
-    header = dict(headers)
     from_address, from_name = parse_from(text_field("from"))
     html = text_field("html")
     text = text_field("text")
@@ -100,6 +101,7 @@ def parse_fields(form: Form, settings: Settings) -> InboundEmail:
                 part, index, content_id=content_id, content_type=meta.get("type") or None
             )
         )
+    content_type = first_header(headers, "content-type") or "text/plain"
     return InboundEmail(
         provider=PROVIDER,
         recipients=recipients,
@@ -109,10 +111,10 @@ def parse_fields(form: Form, settings: Settings) -> InboundEmail:
         subject=plain_text(text_field("subject") or "", 998),
         text=text,
         html=html,
-        message_id=(header.get("message-id") or "").strip().strip("<>") or None,
+        message_id=(first_header(headers, "message-id") or "").strip().strip("<>") or None,
         headers=tuple(headers),
         attachments=tuple(attachments),
-        content_type=(header.get("content-type") or "text/plain").split(";")[0].strip().lower(),
+        content_type=content_type.split(";")[0].strip().lower(),
         size_bytes=sum(p.size for p in form.parts),
         spf=field(form, "SPF"),
         dkim=field(form, "dkim"),
@@ -133,4 +135,6 @@ async def read(request: Request, settings: Settings, form: Form) -> InboundEmail
         spf=field(form, "SPF"),
         dkim=field(form, "dkim"),
     )
-    return replace(email, envelope_from=email.from_address) if sender == MISSING else email
+    email = replace(email, envelope_from=email.from_address) if sender == MISSING else email
+    # SendGrid's own SPF and dkim fields win; trusted Authentication-Results fill the rest.
+    return with_trusted_results(email, settings)
