@@ -47,6 +47,11 @@ class TestVerified:
     ) -> None:
         assert author_verified(mail(**fields)) is verified
 
+    def test_without_from_the_envelope_sender_is_the_author_judged(self) -> None:
+        email = mail(from_address=None, envelope_from="bounce@example.org", spf="pass")
+        assert author_verified(email) is True
+        assert author_verified(mail(from_address=None, envelope_from=None, spf="pass")) is False
+
 
 class TestKeptDocuments:
     def test_a_document_kept_before_dmarc_existed_still_loads(self) -> None:

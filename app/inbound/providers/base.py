@@ -95,6 +95,10 @@ async def form_of(
             await asyncio.to_thread(form.cleanup)
 
 
+MISSING = "\0missing"
+"""An envelope sender that the payload does not give at all (not a null sender, ``<>``)."""
+
+
 def first_header(headers: Iterable[tuple[str, str]], name: str) -> str | None:
     """The value of the first (topmost) ``name`` header; ``headers`` has lower-case names.
 
@@ -224,6 +228,20 @@ async def read_bytes(part: FormPart) -> bytes:
         return part.data
     assert part.path is not None  # noqa: S101
     return await asyncio.to_thread(Path(part.path).read_bytes)
+
+
+def with_stand_in_sender(email: InboundEmail, *, missing: bool) -> InboundEmail:
+    """The mail as read when the payload gave an envelope sender (``email.envelope_from``, None
+    for a null sender, ``<>``); ``missing``: it gave none at all, which is not a null sender.
+
+    Then the From address stands in; a mail with neither has no sender to show, and is refused
+    as malformed. (A mail without From but with an envelope sender is posted with that sender as
+    its author: ``app.inbound.rules.author_address``.)"""
+    if not missing:
+        return email
+    if email.from_address is None:
+        raise MalformedMessage("the mail has neither a From address nor an envelope sender")
+    return replace(email, envelope_from=email.from_address)
 
 
 def with_trusted_results(email: InboundEmail, settings: Settings) -> InboundEmail:

@@ -30,6 +30,7 @@ from app.inbound.providers.base import (
     parse_raw,
     read_bytes,
     run_parser,
+    with_stand_in_sender,
     with_trusted_results,
 )
 
@@ -135,6 +136,11 @@ def envelope_from(form: Form) -> str | None:
     return _sender(field(form, "sender"))
 
 
+def sender_missing(form: Form) -> bool:
+    """No ``sender`` field at all: not a null sender (an empty one is)."""
+    return form.get("sender") is None
+
+
 def _recipients(value: str | None) -> tuple[str, ...]:
     return tuple(r.strip() for r in (value or "").split(",") if r.strip())
 
@@ -161,6 +167,7 @@ async def parse_mime_form(form: Form, token: str, settings: Settings) -> Inbound
         dkim=first_field(form, "X-Mailgun-Dkim-Check-Result"),
         event_id=token,
     )
+    email = with_stand_in_sender(email, missing=sender_missing(form))
     return with_trusted_results(email, settings)
 
 
@@ -211,7 +218,7 @@ def parse_fields(form: Form, token: str, settings: Settings) -> InboundEmail:
         return first_header(headers, name) or first_field(form, name)
 
     message_id = topmost("Message-Id") or ""
-    return InboundEmail(
+    email = InboundEmail(
         provider=PROVIDER,
         recipients=recipients(form),
         envelope_from=envelope_from(form),
@@ -229,6 +236,7 @@ def parse_fields(form: Form, token: str, settings: Settings) -> InboundEmail:
         dkim=topmost("X-Mailgun-Dkim-Check-Result"),
         event_id=token,
     )
+    return with_stand_in_sender(email, missing=sender_missing(form))
 
 
 async def read(request: Request, settings: Settings, form: Form, *, mime: bool) -> InboundEmail:

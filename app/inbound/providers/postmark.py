@@ -24,6 +24,7 @@ from app.inbound.providers.base import (
     check_basic_auth,
     first_header,
     load_json,
+    with_stand_in_sender,
 )
 
 PROVIDER = "postmark"
@@ -66,7 +67,11 @@ def _attachment(item: Any, index: int, limit: int) -> InboundAttachment:
     )
 
 
-def parse_document(raw: bytes, size: int, settings: Settings) -> InboundEmail:
+def parse_document(
+    raw: bytes, size: int, settings: Settings, envelope: dict[str, Any] | None = None
+) -> InboundEmail:
+    """The document as a mail. ``envelope`` receives its recipients and sender as soon as they
+    are read, so that a mail refused after that is logged for its integration."""
     doc = load_json(raw, "the body")
     if not isinstance(doc, dict):
         raise MalformedMessage("the body is not a JSON object")
@@ -86,11 +91,11 @@ def parse_document(raw: bytes, size: int, settings: Settings) -> InboundEmail:
         from_name = plain_text(full["Name"], 400) or None
     recipient = _text(doc, "OriginalRecipient")
     # Postmark's own Return-Path is the first header; a later one was written by the sender.
-    # An explicit "<>" is a null sender; no Return-Path at all is not: the From address stands in.
+    # An explicit "<>" is a null sender; no Return-Path at all is not (with_stand_in_sender).
     return_path = first_header(headers, "return-path")
-    sender = (
-        from_address if return_path is None else return_path.strip().strip("<>").strip() or None
-    )
+    sender = None if return_path is None else return_path.strip().strip("<>").strip() or None
+    if envelope is not None:
+        envelope["envelope"] = ((recipient,) if recipient else (), sender)
     html = _text(doc, "HtmlBody")
     text = _text(doc, "TextBody")
     if text is None and html:
@@ -101,7 +106,7 @@ def parse_document(raw: bytes, size: int, settings: Settings) -> InboundEmail:
     message_id = _text(doc, "MessageID")
     spf = (first_header(headers, "received-spf") or "").split(" ", 1)[0].lower() or None
     content_type = first_header(headers, "content-type") or "text/plain"
-    return InboundEmail(
+    email = InboundEmail(
         provider=PROVIDER,
         recipients=(recipient,) if recipient else (),
         envelope_from=sender,
@@ -121,15 +126,18 @@ def parse_document(raw: bytes, size: int, settings: Settings) -> InboundEmail:
         spf=spf,
         event_id=message_id,
     )
+    return with_stand_in_sender(email, missing=return_path is None)
 
 
-async def read(request: Request, settings: Settings) -> InboundEmail:
+async def read(
+    request: Request, settings: Settings, envelope: dict[str, Any] | None = None
+) -> InboundEmail:
     path, size, _ = await spool_body(
         request.stream(), spool_root=settings.blob_dir, max_total=settings.max_request_bytes
     )
     try:
         async with PARSE_SLOTS:
             raw = await asyncio.to_thread(path.read_bytes)
-            return await asyncio.to_thread(parse_document, raw, size, settings)
+            return await asyncio.to_thread(parse_document, raw, size, settings, envelope)
     finally:
         await asyncio.to_thread(shutil.rmtree, path.parent, True)
