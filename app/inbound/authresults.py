@@ -53,7 +53,6 @@ class Verdicts:
     """What the trusted headers say, in the forms ``InboundEmail`` keeps."""
 
     spf: str | None = None  # the result for the envelope sender, e.g. "pass"
-    spf_mailfrom: str | None = None  # the identity it was checked for (smtp.mailfrom)
     dkim: str | None = None  # "{@example.org : pass}, {@other.example : fail}"
     dmarc: str | None = None  # "{@example.org : pass}" (the header.from domain)
 
@@ -254,7 +253,6 @@ def verdicts(
     the envelope sender's domain (a HELO check, or a check of another identity, is not read).
     DKIM and DMARC name their domain (``header.d`` or ``header.i``; ``header.from``)."""
     spf: str | None = None
-    spf_mailfrom: str | None = None
     dkim: list[tuple[str | None, str]] = []
     dkim_seen: set[str | None] = set()
     dmarc: str | None = None
@@ -264,7 +262,7 @@ def verdicts(
             if result.method == "spf" and spf is None:
                 mailfrom = result.properties.get("smtp.mailfrom")
                 if envelope_domain and _domain(mailfrom) == envelope_domain:
-                    spf, spf_mailfrom = result.result, mailfrom
+                    spf = result.result
             elif result.method == "dkim":
                 domain = _domain(
                     result.properties.get("header.d") or result.properties.get("header.i")
@@ -274,4 +272,4 @@ def verdicts(
                     dkim.append((domain, result.result))
             elif result.method == "dmarc" and dmarc is None:
                 dmarc = _entries([(_domain(result.properties.get("header.from")), result.result)])
-    return Verdicts(spf=spf, spf_mailfrom=spf_mailfrom, dkim=_entries(dkim), dmarc=dmarc)
+    return Verdicts(spf=spf, dkim=_entries(dkim), dmarc=dmarc)
