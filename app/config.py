@@ -111,6 +111,7 @@ class Settings(BaseSettings):
     mailgun_signing_key: Annotated[list[SecretStr], NoDecode] = []
     inbound_username: str | None = None
     inbound_password: Annotated[list[SecretStr], NoDecode] = []
+    trusted_authserv_ids: Annotated[list[str], NoDecode] = []
     max_attachment_bytes: int = 5 * 1024 * 1024
     max_request_bytes: int = 64 * 1024 * 1024
     max_api_body_bytes: int = 1024 * 1024
@@ -140,6 +141,12 @@ class Settings(BaseSettings):
     @classmethod
     def _split_origins(cls, value: Any) -> list[str]:
         return _split(value)
+
+    @field_validator("trusted_authserv_ids", mode="before")
+    @classmethod
+    def _split_authserv_ids(cls, value: Any) -> list[str]:
+        """Compared as RFC 8601 says: case-insensitively (a trailing dot ignored)."""
+        return [part.rstrip(".").lower() for part in _split(value) if part.rstrip(".")]
 
     @field_validator("rate_limits", mode="before")
     @classmethod

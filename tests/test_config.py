@@ -167,3 +167,10 @@ class TestLists:
         monkeypatch.setenv("MAILSLOT_RATE_LIMITS", "fifty per minute")
         with pytest.raises(ValueError, match="COUNT/SECONDS"):
             production()
+
+    def test_trusted_authserv_ids_are_none_by_default_and_split_on_commas(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        assert production().trusted_authserv_ids == []
+        monkeypatch.setenv("MAILSLOT_TRUSTED_AUTHSERV_IDS", " MX.Example.com., ,filter.example.net")
+        assert production().trusted_authserv_ids == ["mx.example.com", "filter.example.net"]

@@ -65,6 +65,9 @@ class InboundEmail:
     )
     extra: dict[str, str] = field(default_factory=dict)
     omitted: tuple[OmittedPart, ...] = ()  # named in the mail, not stored (see OmittedPart)
+    # DMARC verdict of a trusted host, "{@example.com : pass}" (header.from domain); last, with
+    # a default, so that kept documents written before it still load.
+    dmarc: str | None = None
 
     def header(self, name: str) -> str | None:
         name = name.lower()
@@ -119,6 +122,7 @@ def storable(email: InboundEmail) -> InboundEmail:
         content_type=storable_text(email.content_type),
         spf=_optional(email.spf),
         dkim=_optional(email.dkim),
+        dmarc=_optional(email.dmarc),
         event_id=_optional(email.event_id),
         extra={storable_text(k): storable_text(v) for k, v in email.extra.items()},
         omitted=tuple(replace(o, filename=storable_text(o.filename)) for o in email.omitted),

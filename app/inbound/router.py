@@ -19,7 +19,7 @@ from app.inbound.errors import MalformedMessage, MessageTooComplex
 from app.inbound.model import InboundEmail, storable, storable_text
 from app.inbound.multipart import FormTooComplex, MalformedBody, PayloadTooLarge
 from app.inbound.providers import mailgun, mime, postmark, sendgrid
-from app.inbound.providers.base import EndpointDisabled, InvalidCredentials, form_of
+from app.inbound.providers.base import MISSING, EndpointDisabled, InvalidCredentials, form_of
 from app.inbound.service import DeliveryOutcome, InboundService, InfrastructureFailure
 from app.models import DeliveryStatus, RejectionReason
 
@@ -343,7 +343,7 @@ async def receive_sendgrid(request: Request) -> Response:
         async with form_of(request, settings) as form:
             try:
                 recipients, sender = sendgrid._envelope(form)
-                holder["envelope"] = (recipients, None if sender == sendgrid.MISSING else sender)
+                holder["envelope"] = (recipients, None if sender == MISSING else sender)
             except MalformedMessage:
                 holder["envelope"] = ((), None)
             email = await sendgrid.read(request, settings, form)
@@ -367,12 +367,15 @@ async def receive_postmark(request: Request) -> Response:
     Routed on `OriginalRecipient`. Refusals answer 403, which stops Postmark's retries; its
     "Check" button (no recipient of ours) is answered 200."""
     settings, service = _context(request)
+    holder: dict[str, Any] = {}
 
     async def read() -> InboundEmail:
         postmark.check(request, settings)
-        return await postmark.read(request, settings)
+        return await postmark.read(request, settings, holder)
 
-    return await receive("postmark", service, settings, read)
+    return await receive(
+        "postmark", service, settings, read, lambda: holder.get("envelope", ((), None))
+    )
 
 
 @router.post(
@@ -395,6 +398,6 @@ async def receive_mime(request: Request) -> Response:
 
     def envelope() -> tuple[tuple[str, ...], str | None]:
         recipients, sender = mime.envelope(request)
-        return recipients, None if sender == mime.MISSING else sender
+        return recipients, None if sender == MISSING else sender
 
     return await receive("mime", service, settings, read, envelope)

@@ -4,7 +4,23 @@ from __future__ import annotations
 
 import re
 
+from app.inbound.message import parse_from
 from app.inbound.model import InboundEmail
+
+MAX_AUTHOR_CHARS = 320  # posts.author_email
+
+
+def author_address(email: InboundEmail) -> str | None:
+    """Who the post shows as its author: the From address, or, for a mail without a readable
+    From, its envelope sender (None when neither is an address). Allowed senders and the
+    ``verified`` mark are judged on this same address."""
+    if email.from_address:
+        return email.from_address
+    if email.envelope_from is None or len(email.envelope_from) > MAX_AUTHOR_CHARS:
+        return None
+    address, _ = parse_from(email.envelope_from)
+    return address if address and len(address) <= MAX_AUTHOR_CHARS else None
+
 
 # Precedence values that mark automatic mail. ``bulk`` and ``list`` (newsletters, mailing lists)
 # are posted normally: forwarding a newsletter into a group is a main use of the product.

@@ -24,7 +24,7 @@ from app.inbound import content
 from app.inbound.html import html_to_text, sanitize_html
 from app.inbound.model import InboundEmail
 from app.inbound.repository import FINAL_STATUSES, InboundRepository, Route, fresh_event
-from app.inbound.rules import is_auto_reply, normalise_recipient, sender_allowed
+from app.inbound.rules import author_address, is_auto_reply, normalise_recipient, sender_allowed
 from app.models import (
     Delivery,
     DeliveryStatus,
@@ -113,16 +113,26 @@ def dedupe_key(email: InboundEmail) -> str:
     return hashlib.sha256(basis.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def author_verified(email: InboundEmail) -> bool:
-    """DKIM pass for the From domain, or an SPF pass for an envelope sender of the same domain."""
-    if not email.from_address or "@" not in email.from_address:
-        return False
-    domain = email.from_address.rsplit("@", 1)[1].lower()
-    dkim = (email.dkim or "").lower()
-    for entry in dkim.replace("{", "").replace("}", "").split(","):
+def _passes(verdicts: str | None, domain: str) -> bool:
+    """Whether ``{@domain : pass}``-style text (SendGrid's ``dkim``; a trusted host's DKIM and
+    DMARC, app.inbound.authresults) has a pass for exactly ``domain``."""
+    for entry in (verdicts or "").lower().replace("{", "").replace("}", "").split(","):
         name, _, verdict = entry.partition(":")
         if verdict.strip() == "pass" and name.strip().lstrip("@") == domain:
             return True
+    return False
+
+
+def author_verified(email: InboundEmail) -> bool:
+    """DKIM pass for the author's domain (the From domain, or the envelope sender's for a mail
+    without From), a DMARC pass whose header.from is that domain, or an SPF pass for an
+    envelope sender of that same domain."""
+    author = author_address(email)
+    if not author or "@" not in author:
+        return False
+    domain = author.rsplit("@", 1)[1].lower()
+    if _passes(email.dkim, domain) or _passes(email.dmarc, domain):
+        return True
     envelope_domain = (email.envelope_from or "").rsplit("@", 1)[-1].strip("<> ").lower()
     return (email.spf or "").strip().lower() == "pass" and envelope_domain == domain
 
@@ -421,7 +431,7 @@ class InboundService:
             plan.status, plan.reason = DeliveryStatus.rejected, RejectionReason.integration_disabled
         elif is_auto_reply(email):
             plan.status, plan.reason = DeliveryStatus.rejected, RejectionReason.auto_reply
-        elif not sender_allowed(email.from_address, list(integration.allowed_senders or [])):
+        elif not sender_allowed(author_address(email), list(integration.allowed_senders or [])):
             plan.status, plan.reason = DeliveryStatus.rejected, RejectionReason.sender_not_allowed
         elif oversize and integration.oversize_attachments is OversizePolicy.reject:
             plan.status = DeliveryStatus.rejected
@@ -751,7 +761,7 @@ class InboundService:
             "integration_id": integration.id if integration else None,
             "dedupe_key": key,
             "source": "email",
-            "author_email": email.from_address,
+            "author_email": author_address(email),
             "author_name": email.from_name,
             "author_verified": author_verified(email),
             "subject": email.subject,

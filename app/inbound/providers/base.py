@@ -9,14 +9,16 @@ import hmac
 import json
 import mimetypes
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from fastapi import Request
 
 from app.config import Settings
+from app.inbound import authresults
 from app.inbound.charsets import decode_bytes
 from app.inbound.errors import MalformedMessage
 from app.inbound.message import parse_mime
@@ -93,12 +95,35 @@ async def form_of(
             await asyncio.to_thread(form.cleanup)
 
 
+MISSING = "\0missing"
+"""An envelope sender that the payload does not give at all (not a null sender, ``<>``)."""
+
+
+def first_header(headers: Iterable[tuple[str, str]], name: str) -> str | None:
+    """The value of the first (topmost) ``name`` header; ``headers`` has lower-case names.
+
+    Providers and MTAs add their trace and verdict headers at the top of a message: a copy
+    further down was written by the sender, and is never read in their place."""
+    name = name.lower()
+    return next((value for key, value in headers if key == name), None)
+
+
 def field(form: Form, name: str, charset: str | None = "utf-8") -> str | None:
     """The last value of a field (anymail's rule for conflicting merged variables)."""
+    return _value(form, name, -1, charset)
+
+
+def first_field(form: Form, name: str) -> str | None:
+    """The first value of a field that repeats a message header (Mailgun posts every header as
+    a field): the topmost header's, like ``first_header``."""
+    return _value(form, name, 0, "utf-8")
+
+
+def _value(form: Form, name: str, index: int, charset: str | None) -> str | None:
     parts = form.getall(name)
     if not parts:
         return None
-    part = parts[-1]
+    part = parts[index]
     if part.truncated:
         raise MalformedMessage(f"field {name!r} is too large")
     return decode_bytes(part.read(), charset or part.charset or "utf-8")
@@ -203,3 +228,31 @@ async def read_bytes(part: FormPart) -> bytes:
         return part.data
     assert part.path is not None  # noqa: S101
     return await asyncio.to_thread(Path(part.path).read_bytes)
+
+
+def with_stand_in_sender(email: InboundEmail, *, missing: bool) -> InboundEmail:
+    """The mail as read when the payload gave an envelope sender (``email.envelope_from``, None
+    for a null sender, ``<>``); ``missing``: it gave none at all, which is not a null sender.
+
+    Then the From address stands in; a mail with neither has no sender to show, and is refused
+    as malformed. (A mail without From but with an envelope sender is posted with that sender as
+    its author: ``app.inbound.rules.author_address``.)"""
+    if not missing:
+        return email
+    if email.from_address is None:
+        raise MalformedMessage("the mail has neither a From address nor an envelope sender")
+    return replace(email, envelope_from=email.from_address)
+
+
+def with_trusted_results(email: InboundEmail, settings: Settings) -> InboundEmail:
+    """A raw message's verdicts from the ``Authentication-Results`` of trusted hosts
+    (``TRUSTED_AUTHSERV_IDS``; see app.inbound.authresults). A verdict the provider itself
+    reported (SendGrid's ``SPF`` and ``dkim`` fields) wins over the headers; no other header
+    (another host's ``Authentication-Results``, ``Received-SPF``, ``X-*-Spf``) is read."""
+    found = authresults.verdicts(email.headers, settings.trusted_authserv_ids, email.envelope_from)
+    return replace(
+        email,
+        spf=email.spf or found.spf,
+        dkim=email.dkim or found.dkim,
+        dmarc=email.dmarc or found.dmarc,
+    )

@@ -23,11 +23,15 @@ from app.inbound.providers.base import (
     NotJson,
     attachment_from_part,
     field,
+    first_field,
+    first_header,
     json_field,
     load_json,
     parse_raw,
     read_bytes,
     run_parser,
+    with_stand_in_sender,
+    with_trusted_results,
 )
 
 PROVIDER = "mailgun"
@@ -132,6 +136,11 @@ def envelope_from(form: Form) -> str | None:
     return _sender(field(form, "sender"))
 
 
+def sender_missing(form: Form) -> bool:
+    """No ``sender`` field at all: not a null sender (an empty one is)."""
+    return form.get("sender") is None
+
+
 def _recipients(value: str | None) -> tuple[str, ...]:
     return tuple(r.strip() for r in (value or "").split(",") if r.strip())
 
@@ -146,16 +155,20 @@ async def parse_mime_form(form: Form, token: str, settings: Settings) -> Inbound
     if part is None:
         raise MalformedMessage("body-mime is missing")
     raw = await read_bytes(part)
-    return await parse_raw(
+    email = await parse_raw(
         raw,
         provider=PROVIDER,
         recipients=recipients(form),
         envelope_from=envelope_from(form),
         max_attachment_bytes=settings.max_attachment_bytes,
-        spf=field(form, "X-Mailgun-Spf"),
-        dkim=field(form, "X-Mailgun-Dkim-Check-Result"),
+        # Mailgun documents no verdict fields for this variant; were it to send them, they
+        # would win over the headers, as SendGrid's do.
+        spf=first_field(form, "X-Mailgun-Spf"),
+        dkim=first_field(form, "X-Mailgun-Dkim-Check-Result"),
         event_id=token,
     )
+    email = with_stand_in_sender(email, missing=sender_missing(form))
+    return with_trusted_results(email, settings)
 
 
 def _cid_map(form: Form) -> dict[str, str]:
@@ -210,8 +223,7 @@ def parse_fields(form: Form, token: str, settings: Settings) -> InboundEmail:
     for item in raw_headers:
         if isinstance(item, list) and len(item) == 2:
             headers.append((str(item[0]).lower(), str(item[1])))
-    header = dict(headers)
-    from_address, from_name = parse_from(field(form, "from") or header.get("from"))
+    from_address, from_name = parse_from(field(form, "from") or first_header(headers, "from"))
     html = field(form, "body-html")
     text = field(form, "body-plain")
     if text is None and html:
@@ -222,27 +234,33 @@ def parse_fields(form: Form, token: str, settings: Settings) -> InboundEmail:
         for i, part in enumerate(form.files(), start=1)
     )
     size = sum(p.size for p in form.parts)
-    return InboundEmail(
+
+    def topmost(name: str) -> str | None:
+        """A header Mailgun adds at the top (its verdicts): the first one in message-headers,
+        else the first field of that name; never a later copy, which the sender wrote."""
+        return first_header(headers, name) or first_field(form, name)
+
+    message_id = topmost("Message-Id") or ""
+    email = InboundEmail(
         provider=PROVIDER,
         recipients=recipients(form),
         envelope_from=envelope_from(form),
         from_address=from_address,
         from_name=from_name,
-        subject=plain_text(field(form, "subject") or header.get("subject") or "", 998),
+        subject=plain_text(field(form, "subject") or first_header(headers, "subject") or "", 998),
         text=text,
         html=html,
-        message_id=(header.get("message-id") or field(form, "Message-Id") or "").strip("<> ")
-        or None,
+        message_id=message_id.strip("<> ") or None,
         headers=tuple(headers),
         attachments=attachments,
-        content_type=(header.get("content-type") or "text/plain").split(";")[0].strip().lower(),
+        content_type=(topmost("Content-Type") or "text/plain").split(";")[0].strip().lower(),
         size_bytes=size,
-        spf=header.get("x-mailgun-spf") or field(form, "X-Mailgun-Spf"),
-        dkim=header.get("x-mailgun-dkim-check-result")
-        or field(form, "X-Mailgun-Dkim-Check-Result"),
+        spf=topmost("X-Mailgun-Spf"),
+        dkim=topmost("X-Mailgun-Dkim-Check-Result"),
         event_id=token,
         omitted=_stored_files(form),
     )
+    return with_stand_in_sender(email, missing=sender_missing(form))
 
 
 async def read(request: Request, settings: Settings, form: Form, *, mime: bool) -> InboundEmail:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from dataclasses import replace
 
 from fastapi import Request
 
@@ -12,10 +11,15 @@ from app.config import Settings
 from app.inbound.errors import MalformedMessage
 from app.inbound.model import InboundEmail
 from app.inbound.multipart import spool_body
-from app.inbound.providers.base import check_basic_auth, parse_raw
+from app.inbound.providers.base import (
+    MISSING,
+    check_basic_auth,
+    parse_raw,
+    with_stand_in_sender,
+    with_trusted_results,
+)
 
 PROVIDER = "mime"
-MISSING = "\0missing"
 
 
 def check(request: Request, settings: Settings) -> None:
@@ -27,7 +31,7 @@ def envelope(request: Request) -> tuple[tuple[str, ...], str | None]:
     for value in request.headers.getlist("x-envelope-to"):
         recipients.extend(v.strip() for v in value.split(","))
     sender = request.query_params.get("sender", request.headers.get("x-envelope-from"))
-    if sender is None:  # not given at all (not a null sender): the From address stands in
+    if sender is None:  # not given at all (not a null sender): see with_stand_in_sender
         return tuple(r for r in recipients if r.strip()), MISSING
     sender = sender.strip().strip("<>").strip()
     return tuple(r for r in recipients if r.strip()), sender or None
@@ -53,4 +57,5 @@ async def read(request: Request, settings: Settings) -> InboundEmail:
         envelope_from=None if sender == MISSING else sender,
         max_attachment_bytes=settings.max_attachment_bytes,
     )
-    return replace(email, envelope_from=email.from_address) if sender == MISSING else email
+    email = with_stand_in_sender(email, missing=sender == MISSING)
+    return with_trusted_results(email, settings)

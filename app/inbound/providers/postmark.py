@@ -22,7 +22,9 @@ from app.inbound.providers.base import (
     PARSE_SLOTS,
     bare_content_type,
     check_basic_auth,
+    first_header,
     load_json,
+    with_stand_in_sender,
 )
 
 PROVIDER = "postmark"
@@ -65,7 +67,11 @@ def _attachment(item: Any, index: int, limit: int) -> InboundAttachment:
     )
 
 
-def parse_document(raw: bytes, size: int, settings: Settings) -> InboundEmail:
+def parse_document(
+    raw: bytes, size: int, settings: Settings, envelope: dict[str, Any] | None = None
+) -> InboundEmail:
+    """The document as a mail. ``envelope`` receives its recipients and sender as soon as they
+    are read, so that a mail refused after that is logged for its integration."""
     doc = load_json(raw, "the body")
     if not isinstance(doc, dict):
         raise MalformedMessage("the body is not a JSON object")
@@ -76,7 +82,6 @@ def parse_document(raw: bytes, size: int, settings: Settings) -> InboundEmail:
     for item in items:
         if isinstance(item, dict) and isinstance(item.get("Name"), str):
             headers.append((item["Name"].lower(), str(item.get("Value", ""))))
-    header = dict(headers)
     found = doc.get("FromFull")
     full: dict[str, Any] = found if isinstance(found, dict) else {}
     from_address, from_name = parse_from(_text(doc, "From"))
@@ -85,12 +90,12 @@ def parse_document(raw: bytes, size: int, settings: Settings) -> InboundEmail:
     if isinstance(full.get("Name"), str) and full["Name"]:
         from_name = plain_text(full["Name"], 400) or None
     recipient = _text(doc, "OriginalRecipient")
-    # An explicit "<>" is a null sender; no Return-Path at all is not: the From address stands in.
-    return_path = (
-        header["return-path"].strip().strip("<>").strip() or None
-        if "return-path" in header
-        else from_address
-    )
+    # Postmark's own Return-Path is the first header; a later one was written by the sender.
+    # An explicit "<>" is a null sender; no Return-Path at all is not (with_stand_in_sender).
+    return_path = first_header(headers, "return-path")
+    sender = None if return_path is None else return_path.strip().strip("<>").strip() or None
+    if envelope is not None:
+        envelope["envelope"] = ((recipient,) if recipient else (), sender)
     html = _text(doc, "HtmlBody")
     text = _text(doc, "TextBody")
     if text is None and html:
@@ -99,36 +104,40 @@ def parse_document(raw: bytes, size: int, settings: Settings) -> InboundEmail:
     if not isinstance(attachments, list):
         raise MalformedMessage("Attachments is not a list")
     message_id = _text(doc, "MessageID")
-    spf = header.get("received-spf", "").split(" ", 1)[0].lower() or None
-    return InboundEmail(
+    spf = (first_header(headers, "received-spf") or "").split(" ", 1)[0].lower() or None
+    content_type = first_header(headers, "content-type") or "text/plain"
+    email = InboundEmail(
         provider=PROVIDER,
         recipients=(recipient,) if recipient else (),
-        envelope_from=return_path,
+        envelope_from=sender,
         from_address=from_address,
         from_name=from_name,
         subject=plain_text(_text(doc, "Subject") or "", 998),
         text=text,
         html=html,
-        message_id=(header.get("message-id") or "").strip().strip("<>") or None,
+        message_id=(first_header(headers, "message-id") or "").strip().strip("<>") or None,
         headers=tuple(headers),
         attachments=tuple(
             _attachment(item, i, settings.max_attachment_bytes)
             for i, item in enumerate(attachments, start=1)
         ),
-        content_type=(header.get("content-type") or "text/plain").split(";")[0].strip().lower(),
+        content_type=content_type.split(";")[0].strip().lower(),
         size_bytes=size,
         spf=spf,
         event_id=message_id,
     )
+    return with_stand_in_sender(email, missing=return_path is None)
 
 
-async def read(request: Request, settings: Settings) -> InboundEmail:
+async def read(
+    request: Request, settings: Settings, envelope: dict[str, Any] | None = None
+) -> InboundEmail:
     path, size, _ = await spool_body(
         request.stream(), spool_root=settings.blob_dir, max_total=settings.max_request_bytes
     )
     try:
         async with PARSE_SLOTS:
             raw = await asyncio.to_thread(path.read_bytes)
-            return await asyncio.to_thread(parse_document, raw, size, settings)
+            return await asyncio.to_thread(parse_document, raw, size, settings, envelope)
     finally:
         await asyncio.to_thread(shutil.rmtree, path.parent, True)

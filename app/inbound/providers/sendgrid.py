@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from email.parser import HeaderParser
 from email.policy import default as default_policy
 from functools import partial
@@ -18,17 +17,20 @@ from app.inbound.model import InboundEmail
 from app.inbound.multipart import Form
 from app.inbound.names import plain_text
 from app.inbound.providers.base import (
+    MISSING,
     attachment_from_part,
     check_basic_auth,
     field,
+    first_header,
     json_field,
     parse_raw,
     read_bytes,
     run_parser,
+    with_stand_in_sender,
+    with_trusted_results,
 )
 
 PROVIDER = "sendgrid"
-MISSING = "\0missing"
 
 
 def check(request: Request, settings: Settings) -> None:
@@ -46,7 +48,7 @@ def _envelope(form: Form) -> tuple[tuple[str, ...], str | None]:
         raise MalformedMessage("envelope.to is not a list")
     sender = envelope.get("from", MISSING)
     if sender is MISSING or not isinstance(sender, str):
-        # No envelope sender given at all is not a null sender ("<>"): the From address stands in.
+        # No envelope sender given at all is not a null sender ("<>"): with_stand_in_sender.
         return tuple(str(t) for t in to if t), MISSING
     sender = sender.strip().strip("<>").strip()
     return tuple(str(t) for t in to if t), sender or None
@@ -80,7 +82,6 @@ def parse_fields(form: Form, settings: Settings) -> InboundEmail:
         return field(form, name, charset if isinstance(charset, str) else "utf-8")
 
     headers = _headers(text_field("headers"))
-    header = dict(headers)
     from_address, from_name = parse_from(text_field("from"))
     html = text_field("html")
     text = text_field("text")
@@ -100,23 +101,25 @@ def parse_fields(form: Form, settings: Settings) -> InboundEmail:
                 part, index, content_id=content_id, content_type=meta.get("type") or None
             )
         )
-    return InboundEmail(
+    content_type = first_header(headers, "content-type") or "text/plain"
+    email = InboundEmail(
         provider=PROVIDER,
         recipients=recipients,
-        envelope_from=from_address if sender == MISSING else sender,
+        envelope_from=None if sender == MISSING else sender,
         from_address=from_address,
         from_name=from_name,
         subject=plain_text(text_field("subject") or "", 998),
         text=text,
         html=html,
-        message_id=(header.get("message-id") or "").strip().strip("<>") or None,
+        message_id=(first_header(headers, "message-id") or "").strip().strip("<>") or None,
         headers=tuple(headers),
         attachments=tuple(attachments),
-        content_type=(header.get("content-type") or "text/plain").split(";")[0].strip().lower(),
+        content_type=content_type.split(";")[0].strip().lower(),
         size_bytes=sum(p.size for p in form.parts),
         spf=field(form, "SPF"),
         dkim=field(form, "dkim"),
     )
+    return with_stand_in_sender(email, missing=sender == MISSING)
 
 
 async def read(request: Request, settings: Settings, form: Form) -> InboundEmail:
@@ -133,4 +136,6 @@ async def read(request: Request, settings: Settings, form: Form) -> InboundEmail
         spf=field(form, "SPF"),
         dkim=field(form, "dkim"),
     )
-    return replace(email, envelope_from=email.from_address) if sender == MISSING else email
+    email = with_stand_in_sender(email, missing=sender == MISSING)
+    # SendGrid's own SPF and dkim fields win; trusted Authentication-Results fill the rest.
+    return with_trusted_results(email, settings)
