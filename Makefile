@@ -55,6 +55,13 @@ $(STAMP): pyproject.toml uv.lock | $(if $(filter $(UV_BOOT),$(UV)),$(UV_BOOT))
 
 install: $(STAMP)
 
+# `make install PYTHON=/usr/bin/python3` builds .venv on that interpreter even when .venv exists
+# (uv replaces a venv built on another one): e.g. one that a system user such as Postfix's
+# `mailslot` can run, where a Python under /root (pyenv's) cannot be.
+ifeq ($(origin PYTHON),command line)
+.PHONY: $(STAMP)
+endif
+
 lock: | $(if $(filter $(UV_BOOT),$(UV)),$(UV_BOOT))
 	$(UV) lock --python $(PYTHON)
 

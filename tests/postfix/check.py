@@ -220,6 +220,8 @@ class Scene:
         say(f"building {self.project}/.venv on {SYSTEM_PYTHON} (make install PYTHON=...)")
         run(["make", "-C", str(self.project), "install", f"PYTHON={SYSTEM_PYTHON}", f"UV={uv}"])
         run(["chmod", "-R", "a+rX", str(self.project)])
+        # The README's test: the relay's interpreter runs as the mailslot user.
+        run(["runuser", "-u", RELAY_USER, "--", str(self.python), "-m", "app", "relay", "--help"])
 
     def write_password_file(self, user: pwd.struct_passwd) -> None:
         # install -d -m 0750 -o root -g mailslot /etc/mailslot; the file 0400, owned by mailslot
@@ -235,12 +237,12 @@ class Scene:
             env=self.environment(),
         )
 
-    def start(self, name: str, command: list[str]) -> None:
+    def start(self, name: str, command: list[str], **settings: str) -> None:
         log = (self.base / f"{name}.log").open("ab")
         self.processes[name] = subprocess.Popen(
             command,
             cwd=self.project,
-            env=self.environment(),
+            env={**self.environment(), **settings},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -283,7 +285,7 @@ class Scene:
             process.kill()
             process.wait(timeout=5)
 
-    def start_policy(self) -> None:
+    def start_policy(self, **settings: str) -> None:
         self.start(
             "policy",
             [
@@ -294,6 +296,7 @@ class Scene:
                 "--listen",
                 f"127.0.0.1:{self.policy_port}",
             ],
+            **settings,
         )
 
         def listening() -> bool | None:
@@ -350,9 +353,7 @@ transport_maps = hash:{self.postfix / "transport"}
 mailslot_destination_recipient_limit = 1
 message_size_limit = {MAX_REQUEST_BYTES}
 mailbox_size_limit = 0
-smtpd_recipient_restrictions =
-    reject_unauth_destination,
-    check_policy_service inet:127.0.0.1:{self.policy_port}
+smtpd_recipient_restrictions = check_policy_service inet:127.0.0.1:{self.policy_port}
 """
         # The README's pipe service, with -o export_environment on it alone; no chroot.
         master_cf = f"""\
@@ -483,19 +484,24 @@ class Api:
             raise CheckFailed(f"{method} {path}: {r.status_code} {r.text}")
         return r.json() if r.content else None
 
-    def setup(self) -> tuple[str, str]:
-        """A platform, a group and an integration: (group id, address)."""
+    def setup(self) -> tuple[str, str, str]:
+        """A platform, a group and two integrations: (group id, address, a disabled one's)."""
         body = {"id": "check", "name": "postfix-check", "plan": "premium"}
         self.call("POST", "/v1/platforms", 201, json=body, headers=self.operator)
         group = self.call("POST", "/v1/groups", 201, json={"name": "Mail"}, headers=self.admin)
-        live = self.call(
-            "POST",
-            "/v1/integrations",
-            201,
-            json={"title": "From Postfix", "group_id": group["id"]},
-            headers=self.admin,
-        )
-        return str(group["id"]), str(live["address"])
+        made = [
+            self.call(
+                "POST",
+                "/v1/integrations",
+                201,
+                json={"title": title, "group_id": group["id"]},
+                headers=self.admin,
+            )
+            for title in ("From Postfix", "Disabled")
+        ]
+        path = f"/v1/integrations/{made[1]['id']}"
+        self.call("PATCH", path, 200, json={"enabled": False}, headers=self.admin)
+        return str(group["id"]), str(made[0]["address"]), str(made[1]["address"])
 
     def posts(self, group: str) -> list[dict[str, Any]]:
         page = self.call("GET", f"/v1/groups/{group}/posts", 200, headers=self.admin)
@@ -545,7 +551,7 @@ def expect(condition: bool, what: str) -> None:
 
 
 def cases(scene: Scene, api: Api) -> None:
-    group, address = api.setup()
+    group, address, disabled = api.setup()
     local = address.partition("@")[0]
 
     # 1. Accepted: exactly one post.
@@ -589,7 +595,41 @@ def cases(scene: Scene, api: Api) -> None:
             f"an unknown recipient is refused at RCPT TO: {code} {reply.decode()}",
         )
 
-    # 5. The service down: deferred (4.x), kept in the queue; up again and flushed: one post.
+    # 5. A disabled integration: accepted at SMTP time (the delivery log records it), then
+    #    bounced with 5.2.1.
+    queue_id = send(scene, disabled, message(disabled, "To a disabled address"))
+    dsn, status, text = scene.delivery(queue_id, {"sent", "bounced", "deferred"})
+    expect(
+        (dsn, status) == ("5.2.1", "bounced") and "integration_disabled" in text,
+        f"a disabled address bounces with 5.2.1 (dsn={dsn} {status}: {text})",
+    )
+
+    # 6. The policy server down: a temporary refusal at RCPT TO (the client retries).
+    scene.stop("policy")
+    with smtplib.SMTP("127.0.0.1", scene.smtp_port, timeout=60) as smtp:
+        smtp.ehlo("client.sender.example")
+        smtp.mail(SENDER)
+        code, reply = smtp.rcpt(address)
+    expect(
+        code == 451 and reply.startswith(b"4.3.5"),
+        f"with the policy server down, RCPT TO is deferred: {code} {reply.decode()}",
+    )
+    # Its database unusable (a file that is not one): deferred too, never refused.
+    broken = scene.base / "not-a-database.db"
+    broken.write_bytes(b"not a database\n" * 512)
+    scene.start_policy(MAILSLOT_DATABASE_URL=f"sqlite:///{broken}")
+    with smtplib.SMTP("127.0.0.1", scene.smtp_port, timeout=60) as smtp:
+        smtp.ehlo("client.sender.example")
+        smtp.mail(SENDER)
+        code, reply = smtp.rcpt(address)
+    expect(
+        code == 450 and reply.startswith(b"4.3.0"),
+        f"with the policy server's database unusable, RCPT TO is deferred: {code} {reply.decode()}",
+    )
+    scene.stop("policy")
+    scene.start_policy()
+
+    # 7. The service down: deferred (4.x), kept in the queue; up again and flushed: one post.
     scene.stop("service")
     queue_id = send(scene, address, message(address, "While the service was down"))
     dsn, status, text = scene.delivery(queue_id, {"sent", "bounced", "deferred"})
