@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import signal
 import socket
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -314,3 +318,43 @@ def test_bad_listen_address(value: str) -> None:
 
     with pytest.raises(argparse.ArgumentTypeError):
         parse_listen(value)
+
+
+async def test_the_command_serves_until_sigterm(
+    database_url: str, addresses: dict[str, str], tmp_path: Path
+) -> None:
+    """``python -m app postfix-policy`` as a service runs it: the settings from the environment,
+    the bound address logged, a clean exit on SIGTERM."""
+    environment = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "MAILSLOT_ENVIRONMENT": "development",
+        "MAILSLOT_DATABASE_URL": database_url,
+        "MAILSLOT_INBOUND_DOMAIN": DOMAIN,
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "app",
+        "postfix-policy",
+        "--listen",
+        "127.0.0.1:0",
+        env=environment,
+        cwd=tmp_path,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stderr is not None
+    try:
+        line = (await asyncio.wait_for(process.stderr.readline(), 30)).decode()
+        found = re.search(r"listening on 127\.0\.0\.1:(\d+) for @in\.example\.com", line)
+        assert found, line
+        reader, writer = await asyncio.open_connection("127.0.0.1", int(found[1]))
+        c = Client(reader, writer)
+        assert await c.ask(request(f"nobody@{DOMAIN}")) == UNKNOWN
+        assert await c.ask(request(addresses["live"])) == "action=DUNNO"
+        writer.close()
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 30) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
