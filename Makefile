@@ -17,7 +17,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 
 .DEFAULT_GOAL := help
 .PHONY: help install lock lock-check run migrate migration fmt lint test test-pg test-sqlite \
-	reliability openapi openapi-check openapi-lint check clean bench
+	reliability openapi openapi-check openapi-lint check clean bench postfix-check
 
 help:
 	@echo "mailslot: every target installs the locked dependencies into .venv first when needed."
@@ -27,6 +27,7 @@ help:
 	@echo "  make test-pg        the suite on PostgreSQL only (TEST_DATABASE_URL, else a throwaway cluster)"
 	@echo "  make test-sqlite    the suite on SQLite only"
 	@echo "  make reliability    the real server under faults, load and hostile input"
+	@echo "  make postfix-check  a real Postfix (installed if missing; root, Debian) set up as the README says"
 	@echo "  make lint           ruff format --check, ruff check, mypy --strict"
 	@echo "  make fmt            ruff format and ruff check --fix"
 	@echo "  make migrate        alembic upgrade head on MAILSLOT_DATABASE_URL (default: the SQLite file under ./var)"
@@ -53,6 +54,13 @@ $(STAMP): pyproject.toml uv.lock | $(if $(filter $(UV_BOOT),$(UV)),$(UV_BOOT))
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# `make install PYTHON=/usr/bin/python3` builds .venv on that interpreter even when .venv exists
+# (uv replaces a venv built on another one): e.g. one that a system user such as Postfix's
+# `mailslot` can run, where a Python under /root (pyenv's) cannot be.
+ifeq ($(origin PYTHON),command line)
+.PHONY: $(STAMP)
+endif
 
 lock: | $(if $(filter $(UV_BOOT),$(UV)),$(UV_BOOT))
 	$(UV) lock --python $(PYTHON)
@@ -88,6 +96,10 @@ test-sqlite: $(STAMP)
 
 reliability: $(STAMP)
 	$(BIN)/pytest tests/reliability $(PYTEST_ARGS)
+
+# A private Postfix instance on loopback delivering through the relay (tests/postfix/check.py).
+postfix-check: $(STAMP)
+	UV="$(abspath $(UV))" $(BIN)/python tests/postfix/check.py
 
 openapi: $(STAMP)
 	$(BIN)/python -m app openapi --output openapi/openapi.json

@@ -16,6 +16,7 @@ from app.config import DEV_OPERATOR_TOKEN, ConfigurationError, Settings, get_set
 from app.db.engine import create_engine
 from app.logging import redact
 from app.models import Plan, Platform, Role
+from app.policy import add_arguments as add_policy_arguments
 
 EX_UNAVAILABLE = 69  # sysexits.h: a service (here the database) is not available
 EX_CONFIG = 78  # sysexits.h: a configuration error
@@ -207,6 +208,12 @@ def run_cleanup(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_policy(args: argparse.Namespace) -> int:
+    from app.policy import run
+
+    return run(get_settings(), args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m app", description="mailslot commands")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -248,6 +255,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         add_help=False,
     )
     relay.set_defaults(handler=None)
+
+    policy = commands.add_parser(
+        "postfix-policy",
+        help="a Postfix policy server: refuse unknown recipients during the SMTP session",
+        description=(
+            "A Postfix policy-delegation server (check_policy_service) that refuses mail to "
+            "addresses at MAILSLOT_INBOUND_DOMAIN that no integration has, during the SMTP "
+            "session. Settings as for the service (MAILSLOT_DATABASE_URL, "
+            "MAILSLOT_INBOUND_DOMAIN)."
+        ),
+    )
+    add_policy_arguments(policy)
+    policy.set_defaults(handler=run_policy)
 
     hello = commands.add_parser(
         "welcome", help="print what a development server offers (make run does this)"

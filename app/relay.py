@@ -6,11 +6,14 @@ sender from the command line and HTTP basic credentials from ``MAILSLOT_RELAY_*`
 environment, or a password file), never from the command line.
 
 The exit status follows ``sysexits.h``, which is how the MTA decides what happens to the
-mail: 0 delivered (or dropped on purpose), 67 bounce, 75 try again later (also when
-the relay's own configuration is broken, so that no mail bounces for it), 64 a usage
-mistake. Anything unexpected exits 75: Postfix bounces on any code it does not know, and a
-bug of ours must never bounce mail. One short line on standard error says what happened
-(Postfix logs it, and quotes it in a bounce); it never holds the password.
+mail: 0 delivered (or dropped on purpose), 65, 67 or 69 bounce (one per refusal reason, see
+``REFUSALS``), 75 try again later (also when the relay's own configuration is broken, so that
+no mail bounces for it), 64 a usage mistake. Anything unexpected exits 75: Postfix bounces on
+any code it does not know, and a bug of ours must never bounce mail. One short line on
+standard error says what happened (Postfix logs it, and quotes it in a bounce); it never holds
+the password. When the mail is not delivered the line starts with an RFC 3463 enhanced status
+code (``5.3.4 mailslot relay: ...``): pipe(8) reports that status, rather than the one it derives
+from the exit code, in its log and in the bounce, and it decides bounce (5.x) or retry (4.x).
 """
 
 from __future__ import annotations
@@ -33,7 +36,9 @@ from app.config import RelaySettings
 
 EX_OK = 0
 EX_USAGE = 64  # bad arguments, e.g. no recipient
-EX_NOUSER = 67  # refused for good: the MTA bounces
+EX_DATAERR = 65  # refused for good, the content: the MTA bounces (Postfix: 5.6.0)
+EX_NOUSER = 67  # refused for good, no such address: the MTA bounces (Postfix: 5.1.1)
+EX_UNAVAILABLE = 69  # refused for good, another reason: the MTA bounces (Postfix: 5.3.0)
 EX_TEMPFAIL = 75  # the MTA keeps the mail and tries again
 # A broken local configuration holds mail in the queue (75): Postfix turns 78 into a bounce.
 EX_CONFIG = 75
@@ -41,10 +46,55 @@ EX_CONFIG = 75
 ENDPOINT = "/inbound/mime"
 CHUNK_SIZE = 64 * 1024
 MAX_PASSWORD_FILE_BYTES = 64 * 1024
-# Refusals that never bounce: the envelope sender may be forged, and a bounce is backscatter.
-SILENT_REFUSALS = frozenset({"auto_reply", "sender_not_allowed"})
-# 4xx answers about us (credentials, a disabled endpoint, load, a proxy), not about the mail.
-TEMPORARY_CLIENT_ERRORS = frozenset({401, 404, 408, 429})
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """What the MTA is told about a mail the service refused for good."""
+
+    exit_code: int  # sysexits.h; EX_OK: dropped without a bounce
+    status: str  # RFC 3463 enhanced status code, at the start of the output
+    text: str  # what the bounce says, after the service's own answer
+
+
+# Every refusal reason of the service's answer (``RejectionReason``), and 413. Two never bounce:
+# automatic mail (a bounce could start a mail loop) and a sender the integration does not allow
+# (decided on the From header after the SMTP session ended, so the envelope sender that a bounce
+# would go to may be forged: backscatter). Unknown recipients are best refused during the SMTP
+# session (``python -m app postfix-policy``); those that reach the relay bounce.
+REFUSALS: dict[str, Refusal] = {
+    "unknown_recipient": Refusal(EX_NOUSER, "5.1.1", "no such address"),
+    "integration_disabled": Refusal(EX_UNAVAILABLE, "5.2.1", "this address is disabled"),
+    "attachment_too_large": Refusal(
+        EX_UNAVAILABLE, "5.3.4", "an attachment is larger than the service accepts"
+    ),
+    "payload_too_large": Refusal(
+        EX_UNAVAILABLE, "5.3.4", "the message is larger than the service accepts"
+    ),
+    "message_too_complex": Refusal(
+        EX_DATAERR, "5.6.0", "the message has more parts, nesting or headers than accepted"
+    ),
+    "malformed_message": Refusal(EX_DATAERR, "5.6.0", "the message cannot be read"),
+    "sender_not_allowed": Refusal(EX_OK, "5.7.1", "dropped without a bounce"),
+    "auto_reply": Refusal(EX_OK, "5.7.1", "automatic mail, dropped without a bounce"),
+}
+# Any other refusal (a 4xx without a reason this relay knows): a bounce that says little.
+OTHER_REFUSAL = Refusal(EX_UNAVAILABLE, "5.0.0", "refused for good")
+TOO_LARGE = "payload_too_large"  # a 413, whatever its body says
+
+# 4xx answers about us (credentials, a disabled endpoint, load, a proxy), not about the mail,
+# and the status each is retried with.
+TEMPORARY_CLIENT_ERRORS = {
+    401: "4.3.5",  # mail system configuration error
+    404: "4.3.5",
+    408: "4.4.2",  # bad connection
+    429: "4.2.1",  # this address takes no more mail for now (rate limited)
+}
+TEMPORARY = "4.3.0"  # 5xx: the service's own failure (database, disk, a bug)
+MISCONFIGURED = "4.3.5"  # the relay's configuration, a redirect, an invalid URL
+UNREACHABLE = "4.4.1"  # no answer from the service's host
+TIMED_OUT = "4.4.2"
+USAGE = "5.3.0"  # as Postfix reports exit 64 itself
 HINTS = {
     401: "check MAILSLOT_RELAY_USERNAME and the password against MAILSLOT_INBOUND_*",
     404: "is MAILSLOT_INBOUND_PASSWORD set on the service, and MAILSLOT_RELAY_URL right?",
@@ -77,6 +127,7 @@ class Credentials:
 class Outcome:
     exit_code: int
     message: str
+    status: str | None = None  # RFC 3463, when the mail was not delivered
 
 
 class _Parser(argparse.ArgumentParser):
@@ -92,8 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=(
             "Credentials come from MAILSLOT_RELAY_USERNAME and MAILSLOT_RELAY_PASSWORD_FILE "
             "(or MAILSLOT_RELAY_PASSWORD), never from the command line; MAILSLOT_RELAY_URL "
-            "and MAILSLOT_RELAY_TIMEOUT are optional. Exit status: 0 delivered, 67 refused, "
-            "75 try later (also for a configuration problem), 64 usage."
+            "and MAILSLOT_RELAY_TIMEOUT are optional. Exit status: 0 delivered (or dropped "
+            "without a bounce), 65, 67 or 69 refused (the output starts with an RFC 3463 "
+            "status), 75 try later (also for a configuration problem), 64 usage."
         ),
     )
     parser.add_argument(
@@ -217,10 +269,17 @@ def judge(response: httpx.Response) -> Outcome:
         return Outcome(EX_OK, f"{label}: delivered")
     if code in TEMPORARY_CLIENT_ERRORS or not 400 <= code < 500:
         hint = HINTS.get(code) or ("redirects are not followed" if 300 <= code < 400 else None)
-        return Outcome(EX_TEMPFAIL, f"{label}: will retry" + (f"; {hint}" if hint else ""))
-    if reason in SILENT_REFUSALS:
-        return Outcome(EX_OK, f"{label}: refused, dropped without a bounce")
-    return Outcome(EX_NOUSER, f"{label}: refused for good")
+        if code in TEMPORARY_CLIENT_ERRORS:
+            temporary = TEMPORARY_CLIENT_ERRORS[code]
+        else:
+            temporary = MISCONFIGURED if 300 <= code < 400 else TEMPORARY
+        return Outcome(
+            EX_TEMPFAIL, f"{label}: will retry" + (f"; {hint}" if hint else ""), temporary
+        )
+    refusal = REFUSALS.get(TOO_LARGE if code == 413 else reason or "", OTHER_REFUSAL)
+    if refusal.exit_code == EX_OK:
+        return Outcome(EX_OK, f"{label}: refused ({refusal.status}), {refusal.text}")
+    return Outcome(refusal.exit_code, f"{label}: {refusal.text}", refusal.status)
 
 
 def _where(url: str) -> str:
@@ -268,25 +327,32 @@ def deliver(
                 auth=auth,
             )
     except httpx.InvalidURL:
-        return Outcome(EX_CONFIG, "MAILSLOT_RELAY_URL is not a valid URL")
+        return Outcome(EX_CONFIG, "MAILSLOT_RELAY_URL is not a valid URL", MISCONFIGURED)
     except httpx.TimeoutException:
-        return Outcome(EX_TEMPFAIL, f"no answer from {where} in {settings.timeout:g}s: will retry")
+        return Outcome(
+            EX_TEMPFAIL, f"no answer from {where} in {settings.timeout:g}s: will retry", TIMED_OUT
+        )
     except httpx.ConnectError as exc:
-        return Outcome(EX_TEMPFAIL, f"cannot reach {where} ({exc}): will retry")
+        return Outcome(EX_TEMPFAIL, f"cannot reach {where} ({exc}): will retry", UNREACHABLE)
     except httpx.HTTPError as exc:
-        return Outcome(EX_TEMPFAIL, f"{type(exc).__name__} talking to {where}: will retry")
+        return Outcome(
+            EX_TEMPFAIL, f"{type(exc).__name__} talking to {where}: will retry", TIMED_OUT
+        )
     except OSError as exc:  # reading standard input
         return Outcome(
             EX_TEMPFAIL,
             f"cannot read the message: {exc.strerror or type(exc).__name__}: will retry",
+            TEMPORARY,
         )
     return judge(response)
 
 
-def _say(message: str, secrets: Sequence[str] = ()) -> None:
+def _say(message: str, secrets: Sequence[str] = (), status: str | None = None) -> None:
+    """One line on standard error; a status first, where pipe(8) looks for one."""
     for secret in secrets:
         if secret:
             message = message.replace(secret, "***")
+    sys.stderr.write(f"{status} " if status else "")
     sys.stderr.write(f"mailslot relay: {message}\n")
     sys.stderr.flush()
 
@@ -305,7 +371,7 @@ def _run(argv: Sequence[str] | None, stdin: BinaryIO | None) -> int:
         message = str(exc)
         if message.startswith("unrecognized arguments"):  # may hold a value; never echo one
             message = "unrecognized arguments (not shown; credentials never go on the command line)"
-        _say(f"usage: {message}")
+        _say(f"usage: {message}", status=USAGE)
         return EX_USAGE
     except SystemExit as exc:  # --help
         return exc.code if isinstance(exc.code, int) else EX_OK
@@ -313,13 +379,13 @@ def _run(argv: Sequence[str] | None, stdin: BinaryIO | None) -> int:
         settings = RelaySettings()
         credentials = load_credentials(settings)
     except ValidationError as exc:
-        _say(_config_problem(exc))
+        _say(_config_problem(exc), status=MISCONFIGURED)
         return EX_CONFIG
     except RelayConfigError as exc:
-        _say(str(exc))
+        _say(str(exc), status=MISCONFIGURED)
         return EX_CONFIG
     outcome = deliver(envelope, credentials, settings, sys.stdin.buffer if stdin is None else stdin)
-    _say(outcome.message, [credentials.password.get_secret_value()])
+    _say(outcome.message, [credentials.password.get_secret_value()], outcome.status)
     return outcome.exit_code
 
 
@@ -328,7 +394,7 @@ def main(argv: Sequence[str] | None = None, stdin: BinaryIO | None = None) -> in
     try:
         return _run(argv, stdin)
     except Exception as exc:  # a bug of ours: exit 75 (try later), never a status that bounces
-        _say(f"unexpected {type(exc).__name__}: will retry")
+        _say(f"unexpected {type(exc).__name__}: will retry", status=TEMPORARY)
         return EX_TEMPFAIL
 
 

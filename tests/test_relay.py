@@ -6,6 +6,7 @@ import base64
 import io
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -21,7 +22,18 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from app.relay import EX_CONFIG, EX_NOUSER, EX_OK, EX_TEMPFAIL, EX_USAGE, main
+from app.models import RejectionReason
+from app.relay import (
+    EX_CONFIG,
+    EX_DATAERR,
+    EX_NOUSER,
+    EX_OK,
+    EX_TEMPFAIL,
+    EX_UNAVAILABLE,
+    EX_USAGE,
+    REFUSALS,
+    main,
+)
 
 USERNAME = "postfix-relay"
 PASSWORD = "s3cret:relay-pässword"  # a colon and a non-ASCII letter, on purpose
@@ -328,56 +340,95 @@ class TestWhatIsSent:
 
 
 EXIT_CODES = [
-    pytest.param(json_reply(200, status="accepted", reason=None), EX_OK, id="200-accepted"),
-    pytest.param(json_reply(200, status="duplicate", reason=None), EX_OK, id="200-duplicate"),
-    pytest.param(Reply(200, b"OK", "text/plain"), EX_OK, id="200-not-json"),
-    pytest.param(json_reply(422, status="rejected", reason="auto_reply"), EX_OK, id="422-auto"),
+    pytest.param(json_reply(200, status="accepted", reason=None), EX_OK, None, id="200-accepted"),
+    pytest.param(json_reply(200, status="duplicate", reason=None), EX_OK, None, id="200-dup"),
+    pytest.param(Reply(200, b"OK", "text/plain"), EX_OK, None, id="200-not-json"),
     pytest.param(
-        json_reply(422, status="rejected", reason="sender_not_allowed"), EX_OK, id="422-sender"
+        json_reply(429, status="rate_limited", reason=None), EX_TEMPFAIL, "4.2.1", id="429"
     ),
+    pytest.param(problem_reply(401, "unauthenticated"), EX_TEMPFAIL, "4.3.5", id="401"),
+    pytest.param(problem_reply(404, "not_found"), EX_TEMPFAIL, "4.3.5", id="404"),
+    pytest.param(Reply(408, b"", "text/plain"), EX_TEMPFAIL, "4.4.2", id="408"),
+    pytest.param(json_reply(500, status="failed", reason=None), EX_TEMPFAIL, "4.3.0", id="500"),
+    pytest.param(json_reply(503, status="failed", reason=None), EX_TEMPFAIL, "4.3.0", id="503"),
+    pytest.param(Reply(502, b"bad gateway", "text/html"), EX_TEMPFAIL, "4.3.0", id="502"),
+    pytest.param(Reply(302, b"", "text/plain"), EX_TEMPFAIL, "4.3.5", id="302"),
+    pytest.param(problem_reply(413, "payload_too_large"), EX_UNAVAILABLE, "5.3.4", id="413"),
+    pytest.param(Reply(413, b"too big", "text/plain"), EX_UNAVAILABLE, "5.3.4", id="413-text"),
+    pytest.param(Reply(400, b"bad", "text/plain"), EX_UNAVAILABLE, "5.0.0", id="400"),
     pytest.param(
-        json_reply(422, status="rejected", reason="unknown_recipient"), EX_NOUSER, id="422-unknown"
+        json_reply(422, "rejected", "a_reason_from_later"), EX_UNAVAILABLE, "5.0.0", id="new"
     ),
-    pytest.param(
-        json_reply(422, status="rejected", reason="malformed_message"), EX_NOUSER, id="422-bad"
-    ),
-    pytest.param(problem_reply(413, "request_too_large"), EX_NOUSER, id="413"),
-    pytest.param(Reply(400, b"bad", "text/plain"), EX_NOUSER, id="400"),
-    pytest.param(problem_reply(401, "unauthenticated"), EX_TEMPFAIL, id="401"),
-    pytest.param(problem_reply(404, "not_found"), EX_TEMPFAIL, id="404"),
-    pytest.param(Reply(408, b"", "text/plain"), EX_TEMPFAIL, id="408"),
-    pytest.param(json_reply(429, status="rate_limited", reason=None), EX_TEMPFAIL, id="429"),
-    pytest.param(json_reply(500, status="failed", reason=None), EX_TEMPFAIL, id="500"),
-    pytest.param(json_reply(503, status="failed", reason=None), EX_TEMPFAIL, id="503"),
-    pytest.param(Reply(302, b"", "text/plain"), EX_TEMPFAIL, id="302"),
+]
+# What each refusal reason of the service becomes (the README's table says the same).
+REASONS = [
+    ("unknown_recipient", EX_NOUSER, "5.1.1"),
+    ("integration_disabled", EX_UNAVAILABLE, "5.2.1"),
+    ("attachment_too_large", EX_UNAVAILABLE, "5.3.4"),
+    ("message_too_complex", EX_DATAERR, "5.6.0"),
+    ("malformed_message", EX_DATAERR, "5.6.0"),
+    ("sender_not_allowed", EX_OK, None),  # dropped without a bounce (backscatter)
+    ("auto_reply", EX_OK, None),  # dropped without a bounce (mail loops)
 ]
 
 
 class TestExitCodes:
-    @pytest.mark.parametrize(("reply", "expected"), EXIT_CODES)
+    @pytest.mark.parametrize(("reply", "expected", "status"), EXIT_CODES)
     def test_answer(
         self,
         configured: RelayServer,
         capsys: pytest.CaptureFixture[str],
         reply: Reply,
         expected: int,
+        status: str | None,
     ) -> None:
         configured.reply = reply
         assert relay(["--recipient", RECIPIENT]) == expected
         out, err = capsys.readouterr()
         assert out == ""
         assert err.count("\n") == 1
-        assert err.startswith(f"mailslot relay: HTTP {reply.status}")
+        prefix = f"{status} " if status else ""
+        assert err.startswith(f"{prefix}mailslot relay: HTTP {reply.status}")
         document = json.loads(reply.body) if reply.content_type.endswith("json") else {}
         for key in ("status", "reason", "code"):
             if document.get(key):
                 assert str(document[key]) in err
 
+    @pytest.mark.parametrize(("reason", "expected", "status"), REASONS)
+    def test_each_refusal_reason_has_its_own_status(
+        self,
+        configured: RelayServer,
+        capsys: pytest.CaptureFixture[str],
+        reason: str,
+        expected: int,
+        status: str | None,
+    ) -> None:
+        configured.reply = json_reply(422, status="rejected", reason=reason)
+        assert relay(["--recipient", RECIPIENT]) == expected
+        err = capsys.readouterr().err
+        if status is None:
+            assert err.startswith(f"mailslot relay: HTTP 422 rejected ({reason}): refused")
+            assert "without a bounce" in err
+        else:
+            # pipe(8) takes the status at the very start of the output, before its exit code's.
+            assert err.startswith(f"{status} mailslot relay: HTTP 422 rejected ({reason}): ")
+
+    def test_every_reason_of_the_service_is_in_the_table(self) -> None:
+        assert {r.value for r in RejectionReason} <= set(REFUSALS)
+        assert {reason for reason, _, _ in REASONS} == {r.value for r in RejectionReason}
+        for refusal in REFUSALS.values():
+            assert re.fullmatch(r"5\.\d\.\d", refusal.status)
+            assert refusal.exit_code in {EX_OK, EX_DATAERR, EX_NOUSER, EX_UNAVAILABLE}
+
     def test_unreachable_service_is_retried(
-        self, configured: RelayServer, monkeypatch: pytest.MonkeyPatch
+        self,
+        configured: RelayServer,
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
     ) -> None:
         monkeypatch.setenv("MAILSLOT_RELAY_URL", f"http://127.0.0.1:{free_port()}")
         assert relay(["--recipient", RECIPIENT], large_message()) == EX_TEMPFAIL
+        assert capsys.readouterr().err.startswith("4.4.1 mailslot relay: cannot reach")
 
     def test_timeout_is_retried(
         self,
@@ -390,7 +441,7 @@ class TestExitCodes:
         started = time.monotonic()
         assert relay(["--recipient", RECIPIENT]) == EX_TEMPFAIL
         assert time.monotonic() - started < 5
-        assert "no answer" in capsys.readouterr().err
+        assert capsys.readouterr().err.startswith("4.4.2 mailslot relay: no answer")
 
     def test_unreadable_input_is_retried(self, configured: RelayServer) -> None:
         class Broken(io.BytesIO):
@@ -403,13 +454,17 @@ class TestExitCodes:
         assert main(["--recipient", RECIPIENT], Broken()) == EX_TEMPFAIL
 
     def test_a_bug_of_ours_is_retried_never_bounced(
-        self, configured: RelayServer, monkeypatch: pytest.MonkeyPatch
+        self,
+        configured: RelayServer,
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
     ) -> None:
         def crash(*args: Any) -> None:
             raise RuntimeError(PASSWORD)
 
         monkeypatch.setattr("app.relay.deliver", crash)
         assert relay(["--recipient", RECIPIENT]) == EX_TEMPFAIL
+        assert capsys.readouterr().err.startswith("4.3.0 mailslot relay: unexpected")
 
     @pytest.mark.parametrize(
         "argv",
@@ -421,9 +476,12 @@ class TestExitCodes:
             ["--recipient", RECIPIENT, "--bogus"],
         ],
     )
-    def test_bad_arguments(self, configured: RelayServer, argv: list[str]) -> None:
+    def test_bad_arguments(
+        self, configured: RelayServer, capsys: pytest.CaptureFixture[str], argv: list[str]
+    ) -> None:
         assert relay(argv) == EX_USAGE
         assert configured.received == []
+        assert capsys.readouterr().err.startswith("5.3.0 mailslot relay: usage:")
 
     @pytest.mark.parametrize(
         "environment",
@@ -462,7 +520,9 @@ class TestExitCodes:
                 monkeypatch.setenv(name, value)
         assert relay(["--recipient", RECIPIENT]) == EX_CONFIG
         assert configured.received == []
-        assert "MAILSLOT_RELAY_" in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert err.startswith("4.3.5 mailslot relay: ")  # held in the queue, never bounced
+        assert "MAILSLOT_RELAY_" in err
 
 
 class TestSecrecy:
@@ -546,7 +606,8 @@ def test_runs_as_a_process_reading_stdin(
     assert received.query == {"recipient": ["a@in.example.com", "b@in.example.com"], "sender": [""]}
     assert received.headers["authorization"] == basic(USERNAME, PASSWORD)
     assert result.stdout == b""
-    assert result.stderr.decode().startswith(f"mailslot relay: HTTP {reply.status}")
+    status = "5.1.1 " if expected == EX_NOUSER else ""
+    assert result.stderr.decode().startswith(f"{status}mailslot relay: HTTP {reply.status}")
     assert PASSWORD.encode() not in result.stderr
 
 

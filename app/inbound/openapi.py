@@ -27,7 +27,9 @@ Answers to authenticated requests are `application/json` (`InboundAnswer`: statu
 post_ids, delivery_ids) whatever the status code, so that every provider retries exactly when \
 it should; only 401, 404 and 413 are problem documents. When one mail names several of our \
 addresses, the answer is retryable if any outcome is, else 200 if any was accepted or a \
-duplicate, else the refusal code. Set-up probes (no recipient of ours) are answered 200.
+duplicate, else the refusal code. Set-up probes (no recipient of ours) are answered 200, \
+except on `/inbound/mime`: a recipient an MTA names is never a probe, and one at another \
+domain is refused (`unknown_recipient`).
 
 {STATUS_TABLE}"""
 

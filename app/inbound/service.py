@@ -223,7 +223,10 @@ class InboundService:
         addresses = sorted({a for a in map(normalise_recipient, email.recipients) if a})
         key = dedupe_key(email)
         domain = "@" + (self.settings.inbound_domain or "")
-        probe = not any(a.endswith(domain) for a in addresses)
+        # A set-up probe names no recipient at our domain. A recipient that an MTA names itself
+        # (raw MIME: ``?recipient=``, ``X-Envelope-To``) is never one: mail to a domain routed to
+        # us by mistake is refused, so that the MTA bounces it rather than drops it.
+        probe = email.provider != "mime" and not any(a.endswith(domain) for a in addresses)
         if email.event_id and not probe:
             fresh = await self._deliver_fresh(email, key, addresses)
             if fresh is not None:

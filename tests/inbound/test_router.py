@@ -257,6 +257,35 @@ class TestRawMime:
         assert r.status_code == 422
         assert r.json()["reason"] == "malformed_message"
 
+    @pytest.mark.parametrize("how", ["query", "header"])
+    async def test_a_domain_that_is_not_ours_is_refused_and_logged(
+        self, client: httpx.AsyncClient, inbox: Inbox, how: str
+    ) -> None:
+        """An MTA names the recipient itself: never a set-up probe, even at another domain."""
+        local = inbox.address.split("@")[0]
+        wrong = f"{local}@in.example.org"  # a typo of the domain, or an alias domain
+        raw = mime_message(wrong, subject="To a domain routed here by mistake")
+        headers = {**basic(), "Content-Type": "message/rfc822"}
+        params = {"recipient": wrong} if how == "query" else {}
+        if how == "header":
+            headers["X-Envelope-To"] = wrong
+        r = await client.post("/inbound/mime", params=params, content=raw, headers=headers)
+        assert r.status_code == 422, r.text
+        assert (r.json()["status"], r.json()["reason"]) == ("rejected", "unknown_recipient")
+        listed = await client.get("/v1/unrouted-deliveries", headers=OPERATOR)
+        [logged] = listed.json()["items"]
+        assert logged["id"] in r.json()["delivery_ids"]
+        assert (logged["status"], logged["reason"]) == ("rejected", "unknown_recipient")
+        assert logged["envelope_to"] == wrong
+        assert await inbox.posts() == []
+
+    async def test_a_provider_probe_at_another_domain_is_still_200(
+        self, client: httpx.AsyncClient, inbox: Inbox
+    ) -> None:
+        probe = postmark_json("abc+SampleHash@inbound.postmarkapp.com")
+        r = await client.post("/inbound/postmark", json=probe, headers=basic())
+        assert (r.status_code, r.json()["reason"]) == (200, "unknown_recipient")
+
     async def test_oversized_request_is_413_before_reading(
         self, client: httpx.AsyncClient, inbox: Inbox
     ) -> None:
