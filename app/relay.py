@@ -6,7 +6,7 @@ sender from the command line and HTTP basic credentials from ``MAILSLOT_RELAY_*`
 environment, or a password file), never from the command line.
 
 The exit status follows ``sysexits.h``, which is how the MTA decides what happens to the
-mail: 0 delivered (or dropped on purpose), 65, 67 or 69 bounce (one per refusal reason, see
+mail: 0 delivered (or dropped on purpose), 65, 67, 69 or 77 bounce (one per refusal reason, see
 ``REFUSALS``), 75 try again later (also when the relay's own configuration is broken, so that
 no mail bounces for it), 64 a usage mistake. Anything unexpected exits 75: Postfix bounces on
 any code it does not know, and a bug of ours must never bounce mail. One short line on
@@ -39,6 +39,7 @@ EX_USAGE = 64  # bad arguments, e.g. no recipient
 EX_DATAERR = 65  # refused for good, the content: the MTA bounces (Postfix: 5.6.0)
 EX_NOUSER = 67  # refused for good, no such address: the MTA bounces (Postfix: 5.1.1)
 EX_UNAVAILABLE = 69  # refused for good, another reason: the MTA bounces (Postfix: 5.3.0)
+EX_NOPERM = 77  # refused for good, the sender may not post here: the MTA bounces (5.7.0)
 EX_TEMPFAIL = 75  # the MTA keeps the mail and tries again
 # A broken local configuration holds mail in the queue (75): Postfix turns 78 into a bounce.
 EX_CONFIG = 75
@@ -75,7 +76,9 @@ REFUSALS: dict[str, Refusal] = {
         EX_DATAERR, "5.6.0", "the message has more parts, nesting or headers than accepted"
     ),
     "malformed_message": Refusal(EX_DATAERR, "5.6.0", "the message cannot be read"),
-    "sender_not_allowed": Refusal(EX_OK, "5.7.1", "dropped without a bounce"),
+    "sender_not_allowed": Refusal(
+        EX_NOPERM, "5.7.1", "the sender is not allowed to post to this address"
+    ),
     "auto_reply": Refusal(EX_OK, "5.7.1", "automatic mail, dropped without a bounce"),
 }
 # Any other refusal (a 4xx without a reason this relay knows): a bounce that says little.

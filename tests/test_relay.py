@@ -26,6 +26,7 @@ from app.models import RejectionReason
 from app.relay import (
     EX_CONFIG,
     EX_DATAERR,
+    EX_NOPERM,
     EX_NOUSER,
     EX_OK,
     EX_TEMPFAIL,
@@ -367,7 +368,7 @@ REASONS = [
     ("attachment_too_large", EX_UNAVAILABLE, "5.3.4"),
     ("message_too_complex", EX_DATAERR, "5.6.0"),
     ("malformed_message", EX_DATAERR, "5.6.0"),
-    ("sender_not_allowed", EX_OK, None),  # dropped without a bounce (backscatter)
+    ("sender_not_allowed", EX_NOPERM, "5.7.1"),
     ("auto_reply", EX_OK, None),  # dropped without a bounce (mail loops)
 ]
 
@@ -418,7 +419,7 @@ class TestExitCodes:
         assert {reason for reason, _, _ in REASONS} == {r.value for r in RejectionReason}
         for refusal in REFUSALS.values():
             assert re.fullmatch(r"5\.\d\.\d", refusal.status)
-            assert refusal.exit_code in {EX_OK, EX_DATAERR, EX_NOUSER, EX_UNAVAILABLE}
+            assert refusal.exit_code in {EX_OK, EX_DATAERR, EX_NOUSER, EX_UNAVAILABLE, EX_NOPERM}
 
     def test_unreachable_service_is_retried(
         self,

@@ -484,8 +484,9 @@ class Api:
             raise CheckFailed(f"{method} {path}: {r.status_code} {r.text}")
         return r.json() if r.content else None
 
-    def setup(self) -> tuple[str, str, str]:
-        """A platform, a group and two integrations: (group id, address, a disabled one's)."""
+    def setup(self) -> tuple[str, str, str, str]:
+        """A platform, a group and three integrations: (group id, address, a disabled one's,
+        one that takes mail only from another domain)."""
         body = {"id": "check", "name": "postfix-check", "plan": "premium"}
         self.call("POST", "/v1/platforms", 201, json=body, headers=self.operator)
         group = self.call("POST", "/v1/groups", 201, json={"name": "Mail"}, headers=self.admin)
@@ -497,11 +498,15 @@ class Api:
                 json={"title": title, "group_id": group["id"]},
                 headers=self.admin,
             )
-            for title in ("From Postfix", "Disabled")
+            for title in ("From Postfix", "Disabled", "Restricted")
         ]
         path = f"/v1/integrations/{made[1]['id']}"
         self.call("PATCH", path, 200, json={"enabled": False}, headers=self.admin)
-        return str(group["id"]), str(made[0]["address"]), str(made[1]["address"])
+        path = f"/v1/integrations/{made[2]['id']}"
+        only = {"allowed_senders": ["@elsewhere.example"]}
+        self.call("PATCH", path, 200, json=only, headers=self.admin)
+        address, disabled, restricted = (str(m["address"]) for m in made)
+        return str(group["id"]), address, disabled, restricted
 
     def posts(self, group: str) -> list[dict[str, Any]]:
         page = self.call("GET", f"/v1/groups/{group}/posts", 200, headers=self.admin)
@@ -551,7 +556,7 @@ def expect(condition: bool, what: str) -> None:
 
 
 def cases(scene: Scene, api: Api) -> None:
-    group, address, disabled = api.setup()
+    group, address, disabled, restricted = api.setup()
     local = address.partition("@")[0]
 
     # 1. Accepted: exactly one post.
@@ -602,6 +607,14 @@ def cases(scene: Scene, api: Api) -> None:
     expect(
         (dsn, status) == ("5.2.1", "bounced") and "integration_disabled" in text,
         f"a disabled address bounces with 5.2.1 (dsn={dsn} {status}: {text})",
+    )
+
+    # 5b. A sender the integration does not take mail from: bounced with 5.7.1.
+    queue_id = send(scene, restricted, message(restricted, "From a sender not allowed"))
+    dsn, status, text = scene.delivery(queue_id, {"sent", "bounced", "deferred"})
+    expect(
+        (dsn, status) == ("5.7.1", "bounced") and "sender_not_allowed" in text,
+        f"a sender not allowed bounces with 5.7.1 (dsn={dsn} {status}: {text})",
     )
 
     # 6. The policy server down: a temporary refusal at RCPT TO (the client retries).
