@@ -21,19 +21,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.generator import BytesGenerator, Generator
 from email.message import EmailMessage, Message
-from email.parser import BytesParser
+from email.parser import BytesParser, HeaderParser
 from typing import cast
 
 from app.inbound.charsets import decode_bytes
 from app.inbound.errors import MalformedMessage, MessageTooComplex
-from app.inbound.html import html_to_text
 from app.inbound.limits import check_complexity
 from app.inbound.model import InboundAttachment, InboundEmail, OmittedPart
 from app.inbound.names import plain_text, safe_filename
+from app.inbound.normalise import MAX_NAME_CHARS, MAX_SUBJECT_CHARS, normalise
 from app.inbound.params import Params, param, parse_params, rfc2231_value
 
-MAX_SUBJECT_CHARS = 998
-MAX_NAME_CHARS = 400
 MAX_PARSED_FROM_CHARS = 2048  # longer From values are read by a linear fallback
 FORWARDED_NAME = "forwarded-message.eml"
 EXTERNAL_BODY_NAME = "external-body"
@@ -45,7 +43,6 @@ _ENCODED_WORD = re.compile(r"=\?([^?\s*]+)(?:\*[^?\s]*)?\?([bBqQ])\?([^?\s]*)\?=
 _SPACE_ONLY = re.compile(r"[ \t]*")
 _ANGLE_ADDRESS = re.compile(r"<\s*([^<>\s@]+@[^<>\s@]+?)\s*>")
 _BARE_ADDRESS = re.compile(r"[^\s<>(),;:\"\[\]@]+@[^\s<>(),;:\"\[\]@]+")
-_MESSAGE_ID = re.compile(r"<([^<>]*)>")
 
 
 def _undo_surrogates(value: str) -> str:
@@ -118,6 +115,15 @@ def _headers(message: Message) -> tuple[tuple[str, str], ...]:
     )
 
 
+def header_items(block: str) -> tuple[tuple[str, str], ...]:
+    """The headers of a header block given as text (SendGrid's ``headers`` field), read like a
+    message's (``decode_header``); ``()`` when it cannot be read."""
+    try:
+        return _headers(HeaderParser(policy=_PARSE_POLICY).parsestr(block, headersonly=True))
+    except Exception:  # the stdlib parser's assorted failures on hostile input
+        return ()
+
+
 def _first(headers: tuple[tuple[str, str], ...], name: str) -> str | None:
     return next((value for key, value in headers if key == name), None)
 
@@ -185,15 +191,6 @@ def parse_from(value: str | None) -> tuple[str | None, str | None]:
         return spec, (plain_text(name, MAX_NAME_CHARS) or None) if spec else None
     bare = _BARE_ADDRESS.search(value)
     return (_address(bare.group()) if bare else None), None
-
-
-def _message_id(value: str | None) -> str | None:
-    if not value:
-        return None
-    match = _MESSAGE_ID.search(value)
-    inner = match.group(1) if match else value
-    inner = re.sub(r"\s+", "", plain_text(inner))
-    return inner[:MAX_SUBJECT_CHARS] or None
 
 
 # --- parts --------------------------------------------------------------------------------------
@@ -521,13 +518,6 @@ def _collect(root: Message, max_attachment_bytes: int) -> _Collected:
 # --- the message --------------------------------------------------------------------------------
 
 
-def _null_sender(envelope_from: str | None) -> str | None:
-    if envelope_from is None:
-        return None
-    value = envelope_from.strip()
-    return None if value.strip("<>").strip() == "" else value
-
-
 def _build(
     message: Message,
     raw: bytes,
@@ -543,24 +533,20 @@ def _build(
     headers = _headers(message)
     from_address, from_name = parse_from(_raw_header(message, "from"))
     collected = _collect(message, max_attachment_bytes)
-    text = "\n".join(collected.text) if collected.text else None
-    html = "".join(collected.html) if collected.html else None
-    if text is None and html is not None:
-        text = html_to_text(html)
-    return InboundEmail(
+    return normalise(
         provider=provider,
-        recipients=tuple(recipients),
-        envelope_from=_null_sender(envelope_from),
+        recipients=recipients,
+        envelope_from=envelope_from,
         from_address=from_address,
         from_name=from_name,
-        subject=plain_text(_first(headers, "subject") or "", MAX_SUBJECT_CHARS),
-        text=text,
-        html=html,
-        message_id=_message_id(_first(headers, "message-id")),
+        subject=_first(headers, "subject"),
+        text="\n".join(collected.text) if collected.text else None,
+        html="".join(collected.html) if collected.html else None,
+        message_id_header=_first(headers, "message-id"),
         headers=headers,
-        attachments=tuple(collected.attachments),
-        omitted=tuple(collected.omitted),
-        content_type=_content_type(message),
+        attachments=collected.attachments,
+        omitted=collected.omitted,
+        content_type_header=_content_type(message),
         size_bytes=len(raw),
         spf=spf,
         dkim=dkim,
@@ -580,6 +566,9 @@ def parse_mime(
     event_id: str | None = None,
 ) -> InboundEmail:
     """Parse a raw message; ``MessageTooComplex`` or ``MalformedMessage`` when it cannot be.
+
+    The mail is built by ``app.inbound.normalise.normalise`` (``envelope_from`` may be its
+    ``MISSING``: the payload gave no envelope sender at all).
 
     The bounds of ``check_complexity`` are checked first, on the bytes. The parser is lenient:
     most garbage still yields a message (without From, subject or body, perhaps).

@@ -47,6 +47,7 @@ from python_multipart.exceptions import FormParserError
 
 from app.blobs.store import LocalBlobStore
 from app.inbound.charsets import decode_bytes
+from app.inbound.errors import FormTooComplex, MalformedBody, PayloadTooLarge
 from app.inbound.params import param, parse_params, rfc2231_value
 
 if TYPE_CHECKING:
@@ -77,14 +78,6 @@ _FORM_DATA = "multipart/form-data"
 _URLENCODED = "application/x-www-form-urlencoded"
 
 _Op = Callable[[], None]
-
-
-class PayloadTooLarge(Exception):
-    """The request body passed ``max_total`` bytes; nothing read so far was kept."""
-
-    def __init__(self, limit: int) -> None:
-        super().__init__(f"request body exceeds {limit} bytes")
-        self.limit = limit
 
 
 MAX_FORM_PARTS = 2000
@@ -134,27 +127,6 @@ class FieldGate(Protocol):
         ...
 
     def field(self, part: FormPart) -> None: ...
-
-
-class FormTooComplex(Exception):
-    """A bound of :class:`FormLimits` was passed; nothing read so far was kept.
-
-    ``authenticated`` tells whether the request was authenticated when it happened (always
-    true without a gate): a provider's payload beyond the bounds, or an anonymous body.
-    """
-
-    def __init__(self, detail: str, *, authenticated: bool) -> None:
-        super().__init__(detail)
-        self.detail = detail
-        self.authenticated = authenticated
-
-
-class MalformedBody(Exception):
-    """The body is not a well-formed ``multipart/form-data`` or urlencoded form."""
-
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail)
-        self.detail = detail
 
 
 @dataclass

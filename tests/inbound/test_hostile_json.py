@@ -7,8 +7,8 @@ import json
 import httpx
 import pytest
 
-from app.inbound.errors import MalformedMessage
-from app.inbound.providers.base import MAX_JSON_DEPTH, NotJson, load_json
+from app.inbound.errors import MalformedMessage, NotJson
+from app.inbound.providers.base import MAX_JSON_DEPTH, load_json
 from tests.inbound.conftest import Inbox
 from tests.inbound.payloads import basic, mailgun_form, postmark_json, sendgrid_form
 

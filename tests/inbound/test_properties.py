@@ -40,7 +40,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from app.config import Settings
-from app.inbound.errors import MalformedMessage, MessageTooComplex
+from app.inbound.errors import InvalidCredentials, MalformedMessage, MessageTooComplex
 from app.inbound.html import (
     ALLOWED_ATTRIBUTES,
     ALLOWED_TAGS,
@@ -52,7 +52,6 @@ from app.inbound.message import parse_mime
 from app.inbound.model import InboundEmail, storable, storable_text
 from app.inbound.multipart import Form, FormPart, MalformedBody, PayloadTooLarge, read_form
 from app.inbound.providers import mailgun, postmark, sendgrid
-from app.inbound.providers.base import InvalidCredentials
 from tests.conftest import make_settings
 from tests.inbound import payloads
 from tests.inbound.conftest import Inbox

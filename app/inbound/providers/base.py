@@ -1,4 +1,9 @@
-"""What every provider adapter shares: credentials, size caps, spooling and field decoding."""
+"""The provider contract (``Provider``, and its two shapes ``FormProvider`` and ``BodyProvider``)
+and what every adapter shares: credentials, size caps, spooling and field decoding.
+
+A provider is one object in ``app.inbound.providers.PROVIDERS``: its endpoint, its column of
+DESIGN.md's answer table, how it authenticates, and how its payload becomes an ``InboundEmail``
+(through ``app.inbound.normalise``). The router knows nothing else about it."""
 
 from __future__ import annotations
 
@@ -9,40 +14,36 @@ import hmac
 import json
 import mimetypes
 import re
-from collections.abc import AsyncIterator, Callable, Iterable
+import shutil
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from fastapi import Request
 
 from app.config import Settings
 from app.inbound import authresults
 from app.inbound.charsets import decode_bytes
-from app.inbound.errors import MalformedMessage
+from app.inbound.errors import (
+    EndpointDisabled,
+    InvalidCredentials,
+    MalformedBody,
+    MalformedMessage,
+    NotJson,
+)
 from app.inbound.message import parse_mime
 from app.inbound.model import InboundAttachment, InboundEmail
-from app.inbound.multipart import FieldGate, Form, FormPart, read_form
+from app.inbound.multipart import FieldGate, Form, FormPart, read_form, spool_body
 from app.inbound.names import safe_filename
+from app.inbound.normalise import MISSING, envelope_sender
 
 # At most this many raw messages (or large forms) are parsed in memory at once in one worker.
 PARSE_SLOTS = asyncio.Semaphore(4)
 INLINE_FIELD_BYTES = 64 * 1024
 """A form whose plain fields hold at most this many bytes is parsed on the event loop (well
 under a millisecond: most mail); a larger one in a worker thread, under PARSE_SLOTS."""
-
-
-class EndpointDisabled(Exception):
-    """The endpoint's secret is not configured: it answers 404."""
-
-
-class InvalidCredentials(Exception):
-    """Bad signature or credentials: 401, and nothing is recorded."""
-
-    def __init__(self, detail: str, scheme: str = "Basic") -> None:
-        super().__init__(detail)
-        self.detail, self.scheme = detail, scheme
 
 
 def basic_auth_enabled(settings: Settings) -> bool:
@@ -95,10 +96,6 @@ async def form_of(
             await asyncio.to_thread(form.cleanup)
 
 
-MISSING = "\0missing"
-"""An envelope sender that the payload does not give at all (not a null sender, ``<>``)."""
-
-
 def first_header(headers: Iterable[tuple[str, str]], name: str) -> str | None:
     """The value of the first (topmost) ``name`` header; ``headers`` has lower-case names.
 
@@ -133,10 +130,6 @@ MAX_JSON_DEPTH = 32
 """Deepest nesting of arrays and objects in any JSON a provider sends (a Postmark document, a
 SendGrid or Mailgun JSON field). Postmark's documents nest 3 levels, the JSON fields 2; deeper
 input is refused as ``malformed_message`` (the parser and ``str()`` of the values recurse)."""
-
-
-class NotJson(MalformedMessage):
-    """The text is not JSON at all (as opposed to JSON nested too deeply)."""
 
 
 def load_json(data: str | bytes, what: str, **options: Any) -> Any:
@@ -230,20 +223,6 @@ async def read_bytes(part: FormPart) -> bytes:
     return await asyncio.to_thread(Path(part.path).read_bytes)
 
 
-def with_stand_in_sender(email: InboundEmail, *, missing: bool) -> InboundEmail:
-    """The mail as read when the payload gave an envelope sender (``email.envelope_from``, None
-    for a null sender, ``<>``); ``missing``: it gave none at all, which is not a null sender.
-
-    Then the From address stands in; a mail with neither has no sender to show, and is refused
-    as malformed. (A mail without From but with an envelope sender is posted with that sender as
-    its author: ``app.inbound.rules.author_address``.)"""
-    if not missing:
-        return email
-    if email.from_address is None:
-        raise MalformedMessage("the mail has neither a From address nor an envelope sender")
-    return replace(email, envelope_from=email.from_address)
-
-
 def with_trusted_results(email: InboundEmail, settings: Settings) -> InboundEmail:
     """A raw message's verdicts from the ``Authentication-Results`` of trusted hosts
     (``TRUSTED_AUTHSERV_IDS``; see app.inbound.authresults). A verdict the provider itself
@@ -256,3 +235,139 @@ def with_trusted_results(email: InboundEmail, settings: Settings) -> InboundEmai
         dkim=email.dkim or found.dkim,
         dmarc=email.dmarc or found.dmarc,
     )
+
+
+# --- the contract -------------------------------------------------------------------------------
+
+
+@dataclass
+class Envelope:
+    """The envelope of one request as far as it is known: the provider records it as soon as
+    it reads it, so that a payload refused after that (malformed, too complex) is still logged
+    for its recipients. ``sender`` is None for a null sender or one not (yet) known."""
+
+    recipients: tuple[str, ...] = ()
+    sender: str | None = None
+
+    def record(self, recipients: Iterable[str], sender: str | None) -> None:
+        self.recipients = tuple(recipients)
+        found = envelope_sender(sender)
+        self.sender = None if found == MISSING else found
+
+
+Keep = Callable[[InboundEmail], Awaitable[InboundEmail]]
+"""Takes a form's spooled attachments over before the form's folder is removed
+(``InboundService.keep_attachments``)."""
+
+
+class Provider(Protocol):
+    """One inbound endpoint: what the router needs to know of a provider.
+
+    ``read`` authenticates the request (raising ``InvalidCredentials``), reads its body and
+    returns the mail; it raises the errors of ``app.inbound.errors`` for the router to answer,
+    recording the envelope in ``envelope`` as soon as it is known. ``FormProvider`` and
+    ``BodyProvider`` implement it for the two shapes of payload.
+    """
+
+    name: str
+    """The provider recorded on deliveries; keys the answer codes."""
+    path: str
+    """The endpoint's path under ``/inbound``."""
+    operation_id: str
+    description: str
+    """The endpoint's OpenAPI description; ``openapi`` its request body."""
+    openapi: dict[str, Any]
+    refused_code: int
+    """The answer to a refusal (DESIGN.md's table: a code that stops the provider's retries)."""
+    rate_limited_code: int
+    """The answer when rate limited (a code the provider retries)."""
+    scheme: str
+    """``WWW-Authenticate`` of a 401."""
+
+    def enabled(self, settings: Settings) -> bool:
+        """Whether the endpoint's secret is configured (otherwise it answers 404)."""
+        ...
+
+    async def read(
+        self, request: Request, settings: Settings, envelope: Envelope, keep: Keep
+    ) -> InboundEmail: ...
+
+
+class _Endpoint:
+    """What both shapes share: the endpoint's attributes, and basic auth by default."""
+
+    name: str
+    path: str
+    operation_id: str
+    description: str
+    openapi: dict[str, Any]
+    refused_code: int
+    rate_limited_code: int
+    scheme: str = "Basic"
+
+    def enabled(self, settings: Settings) -> bool:
+        return basic_auth_enabled(settings)
+
+    def authenticate(self, request: Request, settings: Settings, envelope: Envelope) -> None:
+        """Before the body is read: HTTP basic auth (``InvalidCredentials``; ``EndpointDisabled``
+        when unset)."""
+        check_basic_auth(request, settings)
+
+
+class FormProvider(_Endpoint):
+    """A provider that posts a form (multipart or urlencoded), spooled as it arrives."""
+
+    def gate(self, settings: Settings, envelope: Envelope) -> FieldGate | None:
+        """What authenticates the request from its own fields while the form streams (Mailgun's
+        signature); None when ``authenticate`` did it before."""
+        return None
+
+    async def parse(self, form: Form, settings: Settings, envelope: Envelope) -> InboundEmail:
+        """The mail of a form read whole (small forms on the event loop: ``run_parser``)."""
+        raise NotImplementedError
+
+    async def read(
+        self, request: Request, settings: Settings, envelope: Envelope, keep: Keep
+    ) -> InboundEmail:
+        self.authenticate(request, settings, envelope)
+        gate = self.gate(settings, envelope)
+        try:
+            async with form_of(request, settings, gate) as form:
+                return await keep(await self.parse(form, settings, envelope))
+        except MalformedBody as exc:
+            if gate is None:
+                raise
+            # Not even a form: nothing here can carry a signature, so nothing is recorded.
+            raise InvalidCredentials(
+                f"The request is not a signed {self.scheme} form.", self.scheme
+            ) from exc
+
+
+class BodyProvider(_Endpoint):
+    """A provider that posts one document (Postmark's JSON, a raw message): spooled, then
+    read and parsed in a worker thread, at most PARSE_SLOTS at once in one worker."""
+
+    def parse(
+        self, request: Request, raw: bytes, settings: Settings, envelope: Envelope
+    ) -> InboundEmail:
+        """The mail of the whole body (called in a worker thread)."""
+        raise NotImplementedError
+
+    async def read(
+        self, request: Request, settings: Settings, envelope: Envelope, keep: Keep
+    ) -> InboundEmail:
+        self.authenticate(request, settings, envelope)
+        path, _, _ = await spool_body(
+            request.stream(), spool_root=settings.blob_dir, max_total=settings.max_request_bytes
+        )
+        async with PARSE_SLOTS:
+            raw = await asyncio.to_thread(_take, path)
+            return await asyncio.to_thread(self.parse, request, raw, settings, envelope)
+
+
+def _take(path: Path) -> bytes:
+    """The spooled body's bytes, its folder removed."""
+    try:
+        return path.read_bytes()
+    finally:
+        shutil.rmtree(path.parent, ignore_errors=True)

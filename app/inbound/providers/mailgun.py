@@ -6,21 +6,22 @@ import hashlib
 import hmac
 import time
 from functools import partial
+from inspect import cleandoc
 
 from fastapi import Request
 
 from app.config import Settings
+from app.inbound import openapi
 from app.inbound.charsets import decode_bytes
-from app.inbound.errors import MalformedMessage
-from app.inbound.html import html_to_text
+from app.inbound.errors import InvalidCredentials, MalformedMessage, NotJson
 from app.inbound.message import parse_from
 from app.inbound.model import InboundEmail, OmittedPart
 from app.inbound.multipart import Form, FormPart
-from app.inbound.names import plain_text, safe_filename
+from app.inbound.names import safe_filename
+from app.inbound.normalise import MISSING, envelope_sender, normalise
 from app.inbound.providers.base import (
-    EndpointDisabled,
-    InvalidCredentials,
-    NotJson,
+    Envelope,
+    FormProvider,
     attachment_from_part,
     field,
     first_field,
@@ -30,7 +31,6 @@ from app.inbound.providers.base import (
     parse_raw,
     read_bytes,
     run_parser,
-    with_stand_in_sender,
     with_trusted_results,
 )
 
@@ -41,11 +41,6 @@ MAX_SKEW_SECONDS = 5 * 60
 
 def enabled(settings: Settings) -> bool:
     return bool(settings.mailgun_signing_key)
-
-
-def check_enabled(settings: Settings) -> None:
-    if not enabled(settings):
-        raise EndpointDisabled()
 
 
 def check_signature(
@@ -88,21 +83,23 @@ class SignatureGate:
     and until then :data:`app.inbound.multipart.MAX_UNAUTHENTICATED_BYTES` bounds the fields.
     The form is verified again once read (``verify``), on the last values.
 
-    It also keeps ``recipient`` and ``sender``, so that a payload refused after the signature
-    checked out (beyond the form's bounds) is logged for its recipient.
+    It also records ``recipient`` and ``sender`` in ``envelope``, so that a payload refused
+    after the signature checked out (beyond the form's bounds) is logged for its recipient.
     """
 
-    def __init__(self, settings: Settings, *, mime: bool) -> None:
+    def __init__(self, settings: Settings, *, mime: bool, envelope: Envelope | None = None) -> None:
         self.settings = settings
         # The raw message of the MIME variant is the mail's content, like attachments.
         self.content_fields = frozenset({"body-mime"}) if mime else frozenset()
         self.authenticated = False
         self.values: dict[str, str] = {}
         self.envelope: dict[str, str] = {}
+        self.recorded = Envelope() if envelope is None else envelope
 
     def field(self, part: FormPart) -> None:
         if part.name in ENVELOPE_FIELDS:
             self.envelope[part.name] = _small_value(part)
+            self.recorded.record(*self.recipients_and_sender())
         if self.authenticated or part.name not in SIGNATURE_FIELDS:
             return
         self.values[part.name] = _small_value(part)
@@ -133,12 +130,9 @@ def recipients(form: Form) -> tuple[str, ...]:
 
 
 def envelope_from(form: Form) -> str | None:
-    return _sender(field(form, "sender"))
-
-
-def sender_missing(form: Form) -> bool:
-    """No ``sender`` field at all: not a null sender (an empty one is)."""
-    return form.get("sender") is None
+    """The ``sender`` field; MISSING when there is none at all (not a null sender: an empty
+    one is)."""
+    return MISSING if form.get("sender") is None else _sender(field(form, "sender"))
 
 
 def _recipients(value: str | None) -> tuple[str, ...]:
@@ -146,8 +140,7 @@ def _recipients(value: str | None) -> tuple[str, ...]:
 
 
 def _sender(value: str | None) -> str | None:
-    value = (value or "").strip()
-    return None if value in {"", "<>"} else value
+    return envelope_sender(value or "")
 
 
 async def parse_mime_form(form: Form, token: str, settings: Settings) -> InboundEmail:
@@ -167,7 +160,6 @@ async def parse_mime_form(form: Form, token: str, settings: Settings) -> Inbound
         dkim=first_field(form, "X-Mailgun-Dkim-Check-Result"),
         event_id=token,
     )
-    email = with_stand_in_sender(email, missing=sender_missing(form))
     return with_trusted_results(email, settings)
 
 
@@ -224,10 +216,6 @@ def parse_fields(form: Form, token: str, settings: Settings) -> InboundEmail:
         if isinstance(item, list) and len(item) == 2:
             headers.append((str(item[0]).lower(), str(item[1])))
     from_address, from_name = parse_from(field(form, "from") or first_header(headers, "from"))
-    html = field(form, "body-html")
-    text = field(form, "body-plain")
-    if text is None and html:
-        text = html_to_text(html)
     cids = _cid_map(form)
     attachments = tuple(
         attachment_from_part(part, i, content_id=cids.get(part.name))
@@ -240,31 +228,75 @@ def parse_fields(form: Form, token: str, settings: Settings) -> InboundEmail:
         else the first field of that name; never a later copy, which the sender wrote."""
         return first_header(headers, name) or first_field(form, name)
 
-    message_id = topmost("Message-Id") or ""
-    email = InboundEmail(
+    return normalise(
         provider=PROVIDER,
         recipients=recipients(form),
         envelope_from=envelope_from(form),
         from_address=from_address,
         from_name=from_name,
-        subject=plain_text(field(form, "subject") or first_header(headers, "subject") or "", 998),
-        text=text,
-        html=html,
-        message_id=message_id.strip("<> ") or None,
-        headers=tuple(headers),
+        subject=field(form, "subject") or first_header(headers, "subject"),
+        text=field(form, "body-plain"),
+        html=field(form, "body-html"),
+        message_id_header=topmost("Message-Id"),
+        headers=headers,
         attachments=attachments,
-        content_type=(topmost("Content-Type") or "text/plain").split(";")[0].strip().lower(),
+        content_type_header=topmost("Content-Type"),
         size_bytes=size,
         spf=topmost("X-Mailgun-Spf"),
         dkim=topmost("X-Mailgun-Dkim-Check-Result"),
         event_id=token,
         omitted=_stored_files(form),
     )
-    return with_stand_in_sender(email, missing=sender_missing(form))
 
 
-async def read(request: Request, settings: Settings, form: Form, *, mime: bool) -> InboundEmail:
-    token = verify(form, settings)
-    if mime:
-        return await parse_mime_form(form, token, settings)
-    return await run_parser(form, partial(parse_fields, form, token, settings))
+class Mailgun(FormProvider):
+    """``POST /inbound/mailgun``: the parsed fields. Authenticated by the signature fields of
+    the form itself, checked as soon as they arrive (``SignatureGate``) and again on the whole
+    form."""
+
+    name = PROVIDER
+    refused_code = 406
+    rate_limited_code = 429
+    scheme = "Mailgun"
+
+    path = "/mailgun"
+    operation_id = "receive_mailgun"
+    openapi = openapi.MAILGUN
+    description = cleandoc(
+        """Mailgun route `forward()`, parsed fields (urlencoded, or multipart with attachments).
+
+        Authenticated by the Mailgun signature in the body (see the request body). Routed on
+        `recipient`. Refusals answer 406, which stops Mailgun's retries."""
+    )
+    mime = False
+
+    def enabled(self, settings: Settings) -> bool:
+        return enabled(settings)
+
+    def authenticate(self, request: Request, settings: Settings, envelope: Envelope) -> None:
+        """Nothing before the body: the signature is in the form (``gate``)."""
+
+    def gate(self, settings: Settings, envelope: Envelope) -> SignatureGate:
+        return SignatureGate(settings, mime=self.mime, envelope=envelope)
+
+    async def parse(self, form: Form, settings: Settings, envelope: Envelope) -> InboundEmail:
+        token = verify(form, settings)  # the last values, now that all is read
+        envelope.record(recipients(form), envelope_from(form))
+        if self.mime:
+            return await parse_mime_form(form, token, settings)
+        return await run_parser(form, partial(parse_fields, form, token, settings))
+
+
+class MailgunMime(Mailgun):
+    """``POST /inbound/mailgun/mime``: the raw message in ``body-mime``."""
+
+    path = "/mailgun/mime"
+    operation_id = "receive_mailgun_mime"
+    openapi = openapi.MAILGUN_MIME
+    description = cleandoc(
+        """Mailgun route `forward()` to a URL ending in `mime`: the raw message in `body-mime`.
+
+        Authenticated by the Mailgun signature in the body (see the request body). Routed on
+        `recipient`. Refusals answer 406, which stops Mailgun's retries."""
+    )
+    mime = True

@@ -2,36 +2,30 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import hashlib
-import shutil
+from inspect import cleandoc
 from typing import Any
 
 from fastapi import Request
 
 from app.config import Settings
+from app.inbound import openapi
 from app.inbound.errors import MalformedMessage
-from app.inbound.html import html_to_text
 from app.inbound.message import parse_from
 from app.inbound.model import InboundAttachment, InboundEmail
-from app.inbound.multipart import spool_body
-from app.inbound.names import plain_text, safe_filename
+from app.inbound.names import safe_filename
+from app.inbound.normalise import MISSING, normalise
 from app.inbound.providers.base import (
-    PARSE_SLOTS,
+    BodyProvider,
+    Envelope,
     bare_content_type,
-    check_basic_auth,
     first_header,
     load_json,
-    with_stand_in_sender,
 )
 
 PROVIDER = "postmark"
-
-
-def check(request: Request, settings: Settings) -> None:
-    check_basic_auth(request, settings)
 
 
 def _text(doc: dict[str, Any], name: str) -> str | None:
@@ -68,7 +62,7 @@ def _attachment(item: Any, index: int, limit: int) -> InboundAttachment:
 
 
 def parse_document(
-    raw: bytes, size: int, settings: Settings, envelope: dict[str, Any] | None = None
+    raw: bytes, size: int, settings: Settings, envelope: Envelope | None = None
 ) -> InboundEmail:
     """The document as a mail. ``envelope`` receives its recipients and sender as soon as they
     are read, so that a mail refused after that is logged for its integration."""
@@ -88,56 +82,56 @@ def parse_document(
     if isinstance(full.get("Email"), str) and full["Email"]:
         from_address, _ = parse_from(full["Email"])
     if isinstance(full.get("Name"), str) and full["Name"]:
-        from_name = plain_text(full["Name"], 400) or None
+        from_name = full["Name"]
     recipient = _text(doc, "OriginalRecipient")
     # Postmark's own Return-Path is the first header; a later one was written by the sender.
-    # An explicit "<>" is a null sender; no Return-Path at all is not (with_stand_in_sender).
+    # An explicit "<>" is a null sender; no Return-Path at all is not (see normalise).
     return_path = first_header(headers, "return-path")
-    sender = None if return_path is None else return_path.strip().strip("<>").strip() or None
+    sender = MISSING if return_path is None else return_path
     if envelope is not None:
-        envelope["envelope"] = ((recipient,) if recipient else (), sender)
-    html = _text(doc, "HtmlBody")
-    text = _text(doc, "TextBody")
-    if text is None and html:
-        text = html_to_text(html)
+        envelope.record((recipient,) if recipient else (), sender)
     attachments = doc.get("Attachments") or []
     if not isinstance(attachments, list):
         raise MalformedMessage("Attachments is not a list")
     message_id = _text(doc, "MessageID")
     spf = (first_header(headers, "received-spf") or "").split(" ", 1)[0].lower() or None
-    content_type = first_header(headers, "content-type") or "text/plain"
-    email = InboundEmail(
+    return normalise(
         provider=PROVIDER,
         recipients=(recipient,) if recipient else (),
         envelope_from=sender,
         from_address=from_address,
         from_name=from_name,
-        subject=plain_text(_text(doc, "Subject") or "", 998),
-        text=text,
-        html=html,
-        message_id=(first_header(headers, "message-id") or "").strip().strip("<>") or None,
-        headers=tuple(headers),
-        attachments=tuple(
+        subject=_text(doc, "Subject"),
+        text=_text(doc, "TextBody"),
+        html=_text(doc, "HtmlBody"),
+        message_id_header=first_header(headers, "message-id"),
+        headers=headers,
+        attachments=[
             _attachment(item, i, settings.max_attachment_bytes)
             for i, item in enumerate(attachments, start=1)
-        ),
-        content_type=content_type.split(";")[0].strip().lower(),
+        ],
+        content_type_header=first_header(headers, "content-type"),
         size_bytes=size,
         spf=spf,
         event_id=message_id,
     )
-    return with_stand_in_sender(email, missing=return_path is None)
 
 
-async def read(
-    request: Request, settings: Settings, envelope: dict[str, Any] | None = None
-) -> InboundEmail:
-    path, size, _ = await spool_body(
-        request.stream(), spool_root=settings.blob_dir, max_total=settings.max_request_bytes
+class Postmark(BodyProvider):
+    name = PROVIDER
+    path = "/postmark"
+    operation_id = "receive_postmark"
+    openapi = openapi.POSTMARK
+    refused_code = 403
+    rate_limited_code = 429
+    description = cleandoc(
+        """Postmark inbound JSON, with HTTP basic auth in the webhook URL.
+
+        Routed on `OriginalRecipient`. Refusals answer 403, which stops Postmark's retries; its
+        "Check" button (no recipient of ours) is answered 200."""
     )
-    try:
-        async with PARSE_SLOTS:
-            raw = await asyncio.to_thread(path.read_bytes)
-            return await asyncio.to_thread(parse_document, raw, size, settings, envelope)
-    finally:
-        await asyncio.to_thread(shutil.rmtree, path.parent, True)
+
+    def parse(
+        self, request: Request, raw: bytes, settings: Settings, envelope: Envelope
+    ) -> InboundEmail:
+        return parse_document(raw, len(raw), settings, envelope)

@@ -2,39 +2,32 @@
 
 from __future__ import annotations
 
-from email.parser import HeaderParser
-from email.policy import default as default_policy
+from contextlib import suppress
 from functools import partial
+from inspect import cleandoc
 from typing import Any
 
-from fastapi import Request
-
 from app.config import Settings
+from app.inbound import openapi
 from app.inbound.errors import MalformedMessage
-from app.inbound.html import html_to_text
-from app.inbound.message import parse_from
+from app.inbound.message import header_items, parse_from
 from app.inbound.model import InboundEmail
 from app.inbound.multipart import Form
-from app.inbound.names import plain_text
+from app.inbound.normalise import MISSING, envelope_sender, normalise
 from app.inbound.providers.base import (
-    MISSING,
+    Envelope,
+    FormProvider,
     attachment_from_part,
-    check_basic_auth,
     field,
     first_header,
     json_field,
     parse_raw,
     read_bytes,
     run_parser,
-    with_stand_in_sender,
     with_trusted_results,
 )
 
 PROVIDER = "sendgrid"
-
-
-def check(request: Request, settings: Settings) -> None:
-    check_basic_auth(request, settings)
 
 
 def _envelope(form: Form) -> tuple[tuple[str, ...], str | None]:
@@ -46,29 +39,11 @@ def _envelope(form: Form) -> tuple[tuple[str, ...], str | None]:
         to = [to]
     if not isinstance(to, list):
         raise MalformedMessage("envelope.to is not a list")
-    sender = envelope.get("from", MISSING)
-    if sender is MISSING or not isinstance(sender, str):
-        # No envelope sender given at all is not a null sender ("<>"): with_stand_in_sender.
+    sender = envelope.get("from")
+    if not isinstance(sender, str):
+        # No envelope sender given at all is not a null sender ("<>"): see normalise.
         return tuple(str(t) for t in to if t), MISSING
-    sender = sender.strip().strip("<>").strip()
-    return tuple(str(t) for t in to if t), sender or None
-
-
-def _headers(block: str | None) -> list[tuple[str, str]]:
-    if not block:
-        return []
-    try:
-        message = HeaderParser(policy=default_policy).parsestr(block, headersonly=True)
-        items = []
-        for name, _ in message.raw_items():
-            try:
-                value = str(message.get(name, ""))
-            except Exception:  # a malformed header: keep it undecoded
-                value = ""
-            items.append((name.lower(), value))
-        return items
-    except Exception:
-        return []
+    return tuple(str(t) for t in to if t), envelope_sender(sender)
 
 
 def parse_fields(form: Form, settings: Settings) -> InboundEmail:
@@ -81,12 +56,9 @@ def parse_fields(form: Form, settings: Settings) -> InboundEmail:
         charset = charsets.get(name)
         return field(form, name, charset if isinstance(charset, str) else "utf-8")
 
-    headers = _headers(text_field("headers"))
+    block = text_field("headers")
+    headers = header_items(block) if block else ()
     from_address, from_name = parse_from(text_field("from"))
-    html = text_field("html")
-    text = text_field("text")
-    if text is None and html:
-        text = html_to_text(html)
     info = json_field(form, "attachment-info") or {}
     info = info if isinstance(info, dict) else {}
     cids = json_field(form, "content-ids") or {}
@@ -101,41 +73,60 @@ def parse_fields(form: Form, settings: Settings) -> InboundEmail:
                 part, index, content_id=content_id, content_type=meta.get("type") or None
             )
         )
-    content_type = first_header(headers, "content-type") or "text/plain"
-    email = InboundEmail(
+    return normalise(
         provider=PROVIDER,
         recipients=recipients,
-        envelope_from=None if sender == MISSING else sender,
+        envelope_from=sender,
         from_address=from_address,
         from_name=from_name,
-        subject=plain_text(text_field("subject") or "", 998),
-        text=text,
-        html=html,
-        message_id=(first_header(headers, "message-id") or "").strip().strip("<>") or None,
-        headers=tuple(headers),
-        attachments=tuple(attachments),
-        content_type=content_type.split(";")[0].strip().lower(),
+        subject=text_field("subject"),
+        text=text_field("text"),
+        html=text_field("html"),
+        message_id_header=first_header(headers, "message-id"),
+        headers=headers,
+        attachments=attachments,
+        content_type_header=first_header(headers, "content-type"),
         size_bytes=sum(p.size for p in form.parts),
         spf=field(form, "SPF"),
         dkim=field(form, "dkim"),
     )
-    return with_stand_in_sender(email, missing=sender == MISSING)
 
 
-async def read(request: Request, settings: Settings, form: Form) -> InboundEmail:
+async def parse_raw_form(form: Form, settings: Settings) -> InboundEmail:
+    """Raw mode: the message in ``email``."""
     raw = form.get("email")
-    if raw is None:
-        return await run_parser(form, partial(parse_fields, form, settings))
+    assert raw is not None  # noqa: S101
     recipients, sender = _envelope(form)
     email = await parse_raw(
         await read_bytes(raw),
         provider=PROVIDER,
         recipients=recipients,
-        envelope_from=None if sender == MISSING else sender,
+        envelope_from=sender,
         max_attachment_bytes=settings.max_attachment_bytes,
         spf=field(form, "SPF"),
         dkim=field(form, "dkim"),
     )
-    email = with_stand_in_sender(email, missing=sender == MISSING)
     # SendGrid's own SPF and dkim fields win; trusted Authentication-Results fill the rest.
     return with_trusted_results(email, settings)
+
+
+class SendGrid(FormProvider):
+    name = PROVIDER
+    path = "/sendgrid"
+    operation_id = "receive_sendgrid"
+    openapi = openapi.SENDGRID
+    refused_code = 200
+    rate_limited_code = 503
+    description = cleandoc(
+        """SendGrid Inbound Parse, parsed or raw (`email`) mode, with HTTP basic auth in the URL.
+
+        Routed on `envelope.to`. Refusals answer 200 (SendGrid retries anything else); rate
+        limiting answers 503, which SendGrid retries."""
+    )
+
+    async def parse(self, form: Form, settings: Settings, envelope: Envelope) -> InboundEmail:
+        with suppress(MalformedMessage):  # refused while parsing, for want of a recipient
+            envelope.record(*_envelope(form))
+        if form.get("email") is None:
+            return await run_parser(form, partial(parse_fields, form, settings))
+        return await parse_raw_form(form, settings)
