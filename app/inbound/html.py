@@ -1,4 +1,6 @@
-"""HTML bodies: an allow-list sanitiser (nh3), ``cid:`` rewriting, and a plain-text rendering."""
+"""HTML bodies: an allow-list sanitiser (nh3) that keeps only `cid:` images, and a plain-text
+rendering. A post's `cid:` references become attachment URLs when it is read (app.posts.service).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +9,6 @@ import re
 from collections import Counter
 from collections.abc import Mapping
 from html.parser import HTMLParser
-from urllib.parse import unquote
 
 import nh3
 
@@ -101,21 +102,6 @@ def _is_cid(value: str) -> bool:
     return value.strip()[:4].lower() == "cid:"
 
 
-def _content_id(value: str) -> str:
-    """``cid:<x>`` (or an RFC 2392 percent-encoded ``cid:x``) → ``x``."""
-    return value.strip()[4:].strip().strip("<>")
-
-
-def _safe_target(url: str) -> bool:
-    """A URL we substitute ourselves: absolute http(s), or a path on our own origin."""
-    if any(ord(c) < 0x21 or c in "\"'<>\\`" or 0x7F <= ord(c) <= 0x9F for c in url):
-        return False
-    lowered = url.lower()
-    if lowered.startswith(("https://", "http://")):
-        return True
-    return url.startswith("/") and not url.startswith("//")
-
-
 def _cleaner(**options: object) -> nh3.Cleaner:
     return nh3.Cleaner(
         tags=set(ALLOWED_TAGS),
@@ -143,25 +129,8 @@ _CLEANER = _cleaner(url_relative="deny")
 _IMAGE_CLEANER = _cleaner(url_relative="deny", attribute_filter=_image_src)
 
 
-def _clean(html: str, cid_urls: Mapping[str, str]) -> str:
-    if not cid_urls:
-        return (_IMAGE_CLEANER if _IMAGE_TAG.search(html) else _CLEANER).clean(html)
-    targets = frozenset(cid_urls.values())
-
-    def attribute_filter(tag: str, attribute: str, value: str) -> str | None:
-        if tag == "img" and attribute == "src":
-            if not _is_cid(value):
-                return None
-            cid = _content_id(value)
-            return cid_urls.get(cid) or cid_urls.get(unquote(cid).strip("<>")) or value.strip()
-        return value
-
-    def relative(url: str) -> str | None:
-        # Relative URLs in the mail would resolve against our origin: dropped, except the
-        # stored-file URLs that rewrite_cid put there.
-        return url if url in targets else None
-
-    return _cleaner(attribute_filter=attribute_filter, url_relative=relative).clean(html)
+def _clean(html: str) -> str:
+    return (_IMAGE_CLEANER if _IMAGE_TAG.search(html) else _CLEANER).clean(html)
 
 
 def sanitize_html(html: str, *, max_chars: int = MAX_HTML_CHARS) -> str:
@@ -176,24 +145,7 @@ def sanitize_html(html: str, *, max_chars: int = MAX_HTML_CHARS) -> str:
     html = html[:max_chars]
     if too_complex(html):
         return _text_as_html(_scan_text(html))
-    return _clean(html, {})
-
-
-def rewrite_cid(html: str, urls: Mapping[str, str]) -> str:
-    """Point ``<img src="cid:X">`` at the stored file: ``urls`` maps a Content-ID to its URL.
-
-    Content-IDs are compared case-sensitively, without angle brackets; an unknown cid stays as
-    it is. The HTML is sanitised again on the way, so this is safe on any input. A URL must be
-    absolute http(s) or a path on our origin (``/...``): anything else raises ``ValueError``.
-    """
-    mapping: dict[str, str] = {}
-    for cid, url in urls.items():
-        if not _safe_target(url):
-            raise ValueError(f"not a URL for an attachment: {url!r}")
-        mapping[cid.strip().strip("<>")] = url
-    if too_complex(html):
-        return _text_as_html(_scan_text(html))
-    return _clean(html, mapping)
+    return _clean(html)
 
 
 # --- bounds -------------------------------------------------------------------------------------

@@ -10,7 +10,6 @@ from app.inbound.html import (
     MAX_OPEN_ELEMENTS,
     MAX_TAGS,
     html_to_text,
-    rewrite_cid,
     sanitize_html,
     too_complex,
 )
@@ -145,43 +144,6 @@ def test_a_whole_document_becomes_its_body() -> None:
         "<body><p>Hello</p></body></html>"
     )
     assert clean == "<p>Hello</p>"
-
-
-def test_rewrite_cid_points_images_at_stored_files() -> None:
-    html = sanitize_html(
-        '<p><img src="cid:photo.001@example.com" alt="p"><img src="cid:Photo.001@example.com">'
-        '<img src="cid:unknown@example.com"><img src="cid:%3Cphoto.001@example.com%3E"></p>'
-    )
-    rewritten = rewrite_cid(html, {"<photo.001@example.com>": "/api/v1/files/abc?x=1&y=2"})
-    assert rewritten == (
-        '<p><img src="/api/v1/files/abc?x=1&amp;y=2" alt="p">'
-        '<img src="cid:Photo.001@example.com">'  # content ids are case-sensitive
-        '<img src="cid:unknown@example.com">'
-        '<img src="/api/v1/files/abc?x=1&amp;y=2"></p>'
-    )
-
-
-def test_rewrite_cid_accepts_absolute_urls() -> None:
-    assert (
-        rewrite_cid('<img src="cid:a">', {"a": "https://files.example.com/f/1"})
-        == '<img src="https://files.example.com/f/1">'
-    )
-
-
-@pytest.mark.parametrize(
-    "url",
-    ["javascript:alert(1)", "data:image/png;base64,AA", "//evil.example/x", 'https://x/"><b', ""],
-)
-def test_rewrite_cid_refuses_unsafe_urls(url: str) -> None:
-    with pytest.raises(ValueError, match="not a URL"):
-        rewrite_cid('<img src="cid:a">', {"a": url})
-
-
-def test_rewrite_cid_sanitises_its_input() -> None:
-    rewritten = rewrite_cid(
-        '<img src="cid:a" onerror="alert(1)"><script>x</script><a href="/x">l</a>', {"a": "/f/1"}
-    )
-    assert rewritten == '<img src="/f/1"><a rel="noopener noreferrer nofollow">l</a>'
 
 
 def test_html_to_text() -> None:
