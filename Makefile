@@ -116,6 +116,6 @@ check: lint test openapi-check
 clean:
 	rm -rf $(VENV) .uv var .pytest_cache .mypy_cache .ruff_cache *.egg-info tests/contract/node_modules
 
-# The inbound benchmark (needs wrk: apt-get install -y wrk); see docs/performance.md.
+# The inbound benchmark (wrk: installed by apt-get when root on Debian/Ubuntu, else say how); see docs/performance.md.
 bench: $(STAMP)
 	$(BIN)/python -m bench

@@ -1,4 +1,6 @@
-"""Request templates for wrk (``@@TS@@ @@TOKEN@@ @@SIG@@ @@MID@@`` markers) and their values."""
+"""Request templates for wrk (``@@TS@@ @@TOKEN@@ @@SIG@@ @@MID@@ @@RCPT@@`` markers) and their
+values: a fresh token, signature and Message-Id for every request, and a recipient taken in turn
+from a list of integration addresses."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import os
 import secrets
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import quote_plus
 
@@ -16,7 +19,13 @@ from tests.inbound.payloads import MAILGUN_KEY
 
 MIB = 1 << 20
 TOKEN_LEN = 50  # secrets.token_hex(25), as Mailgun's tokens
-MARKERS = {"TS": "@@TS@@", "TOKEN": "@@TOKEN@@", "SIG": "@@SIG@@", "MID": "@@MID@@"}
+MARKERS = {
+    "TS": "@@TS@@",
+    "TOKEN": "@@TOKEN@@",
+    "SIG": "@@SIG@@",
+    "MID": "@@MID@@",
+    "RCPT": "@@RCPT@@",
+}
 
 TEXT = ("Quarterly figures attached. " * 150)[:4096]
 HTML = ('<p>Hello <b>group</b>, see <a href="https://example.org/r">the report</a>.</p>\n' * 110)[
@@ -24,7 +33,7 @@ HTML = ('<p>Hello <b>group</b>, see <a href="https://example.org/r">the report</
 ]
 
 
-def _fields(recipient: str) -> list[tuple[str, str]]:
+def _fields(recipient: str = MARKERS["RCPT"]) -> list[tuple[str, str]]:
     headers = [
         ["Message-Id", MARKERS["MID"]],
         ["From", "Alice Example <alice@example.org>"],
@@ -45,9 +54,9 @@ def _fields(recipient: str) -> list[tuple[str, str]]:
     ]
 
 
-def small_template(recipient: str) -> tuple[bytes, str]:
+def small_template() -> tuple[bytes, str]:
     """urlencoded, as Mailgun sends a mail without attachments."""
-    body = "&".join(f"{quote_plus(k)}={quote_plus(v)}" for k, v in _fields(recipient))
+    body = "&".join(f"{quote_plus(k)}={quote_plus(v)}" for k, v in _fields())
     for marker in MARKERS.values():
         body = body.replace(quote_plus(marker), marker)
     return body.encode(), "application/x-www-form-urlencoded"
@@ -83,18 +92,18 @@ def multipart(
     return bytes(out), f"multipart/form-data; boundary={boundary}"
 
 
-def attach_template(recipient: str, count: int = 3) -> tuple[bytes, str]:
+def attach_template(count: int = 3) -> tuple[bytes, str]:
     files = [
         (f"attachment-{i}", f"report-{i}.bin", MARKERS["TOKEN"].encode() + attachment_tail(i))
         for i in range(1, count + 1)
     ]
-    return multipart([*_fields(recipient), ("attachment-count", str(count))], files)
+    return multipart([*_fields(), ("attachment-count", str(count))], files)
 
 
 def one_mail(recipient: str, files: list[tuple[str, str, bytes]]) -> tuple[bytes, str, str]:
     """A concrete signed multipart mail (not a template); returns body, content type, token."""
-    values = sign_values(1, urlencoded=False)[0]
-    fields = [(k, _fill(v, values)) for k, v in _fields(recipient)]
+    values = sign_values(1, [recipient], urlencoded=False)[0]
+    fields = [(k, _fill(v, values)) for k, v in _fields()]
     body, ctype = multipart([*fields, ("attachment-count", str(len(files)))], files)
     return body, ctype, values["TOKEN"]
 
@@ -105,23 +114,34 @@ def _fill(text: str, values: dict[str, str]) -> str:
     return text
 
 
-def sign_values(count: int, *, urlencoded: bool) -> list[dict[str, str]]:
+def sign_values(
+    count: int, recipients: Sequence[str], *, urlencoded: bool, start: int = 0
+) -> list[dict[str, str]]:
+    """``count`` requests' values, signed now; request ``i`` goes to
+    ``recipients[(start + i) % len(recipients)]``."""
     key = MAILGUN_KEY.encode()
     now = str(int(time.time()))
     out = []
-    for _ in range(count):
+    for i in range(count):
         token = secrets.token_hex(TOKEN_LEN // 2)
         sig = hmac.new(key, f"{now}{token}".encode(), hashlib.sha256).hexdigest()
         mid = f"<{token[:24]}.{os.getpid()}@bench.example.org>"
+        rcpt = recipients[(start + i) % len(recipients)]
         if urlencoded:
             mid = quote_plus(json.dumps(mid)[1:-1])
-        out.append({"TS": now, "TOKEN": token, "SIG": sig, "MID": mid})
+            rcpt = quote_plus(rcpt)
+        out.append({"TS": now, "TOKEN": token, "SIG": sig, "MID": mid, "RCPT": rcpt})
     return out
 
 
-def write_values(path: Path, count: int, *, urlencoded: bool) -> None:
-    lines = (
-        f"{v['TS']}\t{v['TOKEN']}\t{v['SIG']}\t{v['MID']}\n"
-        for v in sign_values(count, urlencoded=urlencoded)
-    )
-    path.write_text("".join(lines))
+def write_values(
+    path: Path, count: int, recipients: Sequence[str], *, urlencoded: bool, start: int = 0
+) -> None:
+    """The values file ``replay.lua`` reads: a header line naming the markers, then one request
+    a line, tab-separated."""
+    names = list(MARKERS)
+    lines = [
+        "\t".join(v[n] for n in names) + "\n"
+        for v in sign_values(count, recipients, urlencoded=urlencoded, start=start)
+    ]
+    path.write_text("\t".join(names) + "\n" + "".join(lines))

@@ -193,7 +193,7 @@ def _session_servers(cluster: Cluster, workdir: Path) -> Iterator[Servers]:
 
 @pytest.fixture(scope="session")
 def server(_session_servers: Servers) -> Server:
-    """The shared server: uvicorn, 2 workers, production settings, no rate limits.
+    """The shared server: uvicorn, 2 workers, production settings (rate limits included).
 
     ``.base_url``, ``.blob_dir``, ``.env`` (the full environment it runs with), ``.log_path``.
     A test that stops the cluster must start it again before it ends.
@@ -224,7 +224,8 @@ class TenantFactory:
 
 @pytest.fixture
 def tenant(server: Server) -> TenantFactory:
-    """Creates a fresh platform + group + integration over HTTP (on ``server`` by default).
+    """Creates a fresh platform + group + integration over HTTP (on ``server`` by default);
+    ``integrations=integrations_for(n)`` for a test sending ``n`` mails (rate limits are on).
 
     Returns a ``Tenant``: ``.address``, ``.group_id``, ``.integration_id``, ``.platform_id``,
     ``.admin`` (headers), ``.base_url``, and ``.addresses``/``.group_ids``/``.integrations``.

@@ -40,6 +40,7 @@ from tests.reliability.harness import (
     build_mail,
     check_invariants,
     fill_disk,
+    integrations_for,
     mixed_mails,
     mount_tmpfs,
     payload,
@@ -57,12 +58,13 @@ CLEANUP_SECONDS = 30.0  # the longest a server may take to clean up after a clie
 
 
 def refused_mails(tenant: Tenant, count: int, seed: str) -> list[Mail]:
-    """Automatic replies (refused for good, ``auto_reply``), some with an attachment."""
+    """Automatic replies (refused for good, ``auto_reply``), some with an attachment, spread
+    over the tenant's integrations."""
     return [
         build_mail(
             PROVIDERS[i % len(PROVIDERS)],
-            [tenant.address],
-            [tenant.integration_id],
+            [tenant.route(i)[0]],
+            [tenant.route(i)[1]],
             headers=AUTO_REPLY,
             attachments=[(f"auto-{i}.bin", payload(2 * KiB + i, f"{seed}-{i}"))] if i % 2 else [],
             refused=True,
@@ -112,7 +114,7 @@ def shuffled(mails: list[Mail], seed: int) -> list[Mail]:
 async def test_postgres_crash_and_restart_mid_traffic(
     cluster: Cluster, server: Server, tenant: TenantFactory, db: Database, summary: Summary
 ) -> None:
-    t = await tenant()
+    t = await tenant(integrations=integrations_for(280))
     mails = shuffled(mixed_mails(t, 280, seed="pg") + refused_mails(t, 20, "pg-auto"), 1)
     thresholds = [asyncio.Event(), asyncio.Event()]
 
@@ -182,7 +184,7 @@ async def test_attachment_folder_runs_out_of_space(
         else:  # no tmpfs here: a file-size limit on the server (writes past it fail, EFBIG)
             srv = servers.start("diskfull", blob_dir=blob_dir, fsize_limit=MiB)
             big = 2 * MiB
-        t = await tenant(server=srv)
+        t = await tenant(server=srv, integrations=integrations_for(60))
         before = mixed_mails(t, 20, seed="disk-before")
         await send_all([srv.base_url], before, concurrency=5)
         assert all(m.posted for m in before), codes(before)
@@ -280,7 +282,7 @@ async def test_worker_killed_mid_upload_and_clients_hanging_up(
     servers: Servers, tenant: TenantFactory, db: Database, summary: Summary
 ) -> None:
     srv = servers.start("sigkill")
-    t = await tenant(server=srv)
+    t = await tenant(server=srv, integrations=integrations_for(40))
     big = build_mail(
         "mailgun_mime",
         [t.address],
@@ -392,7 +394,8 @@ async def test_database_connection_cut_mid_transaction(
             "proxied",
             env=servers.env(servers.blob_dir("proxied"), database_url=cluster.url(port=proxy.port)),
         )
-        t = await tenant()  # made through the shared server, before any cut
+        # made through the shared server, before any cut
+        t = await tenant(integrations=integrations_for(150))
         mails = shuffled(mixed_mails(t, 150, seed="cut") + refused_mails(t, 10, "cut-auto"), 3)
         # before a statement reaches PostgreSQL, in the middle of a post's transaction
         proxy.cut_on(b"INSERT INTO attachments", after_forwarding=False, times=3)
