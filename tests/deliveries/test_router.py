@@ -15,8 +15,14 @@ from fastapi import FastAPI
 from app.config import Settings
 from app.maintenance import cleanup
 from tests.auth import OPERATOR, bearer
-from tests.inbound.conftest import Inbox
+from tests.inbound.conftest import RATE_LIMITS_IDS, RATE_LIMITS_ON_AND_OFF, Inbox
 from tests.inbound.payloads import basic, postmark_attachment, postmark_json
+
+
+@pytest.fixture(params=RATE_LIMITS_ON_AND_OFF, ids=RATE_LIMITS_IDS)
+def rate_limits(request: pytest.FixtureRequest) -> str:
+    """Every scenario here runs with the production default rate limits and with none."""
+    return str(request.param)
 
 
 async def _post(client: httpx.AsyncClient, payload: dict[str, Any]) -> httpx.Response:
