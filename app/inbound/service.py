@@ -6,7 +6,6 @@ import asyncio
 import errno
 import hashlib
 import logging
-import os
 import time
 import traceback
 import uuid
@@ -367,8 +366,8 @@ class InboundService:
         return not (oversize or self.settings.rate_limits or is_auto_reply(email))
 
     def _committed(self, outcomes: list[DeliveryOutcome]) -> list[DeliveryOutcome]:
-        if self.settings.test_crash_after_commit:
-            os._exit(137)  # test failpoint: the process dies after commit, before it answers
+        """The mail's rows are committed; the answer is not sent yet (where the reliability
+        suite's failpoint, tests/reliability/failpoint.py, ends the process)."""
         return outcomes
 
     async def _claim_for(
@@ -582,9 +581,7 @@ class InboundService:
                 outcomes.append(await self._write_one(repo, session, stored, key, plan, kept))
             if email.event_id and outcomes and outcomes[0].delivery_id is not None:
                 await repo.point_token(email.provider, email.event_id, outcomes[0].delivery_id)
-        if self.settings.test_crash_after_commit:
-            os._exit(137)  # test failpoint: the process dies after commit, before it answers
-        return outcomes
+        return self._committed(outcomes)
 
     async def _write_one(
         self,
