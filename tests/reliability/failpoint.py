@@ -13,19 +13,19 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from app.inbound.service import InboundService
+from app.inbound.pipeline import Pipeline
 from app.main import create_app as create_real_app
 
 
 def crash_after_commit() -> None:
     """Wrap the point where a delivery's transaction has committed and the answer is next."""
-    committed = InboundService._committed
+    committed = Pipeline.committed
 
-    def crash(self: InboundService, *args: Any, **kwargs: Any) -> Any:
+    def crash(self: Pipeline, *args: Any, **kwargs: Any) -> Any:
         committed(self, *args, **kwargs)
         os._exit(137)
 
-    InboundService._committed = crash  # type: ignore[method-assign]
+    Pipeline.committed = crash  # type: ignore[method-assign]
 
 
 def create_app() -> FastAPI:
