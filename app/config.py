@@ -119,7 +119,6 @@ class Settings(BaseSettings):
     delivery_retention_days: int = 30
     public_base_url: str | None = None
     cors_origins: Annotated[list[str], NoDecode] = []
-    test_crash_after_commit: bool = False  # a test failpoint (environment "test" only)
 
     @field_validator("jwt_secret", "jwt_public_key", mode="before")
     @classmethod
@@ -193,11 +192,6 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _environment_defaults(self) -> Settings:
-        if self.test_crash_after_commit and self.environment != "test":
-            raise ConfigurationError(
-                "MAILSLOT_TEST_CRASH_AFTER_COMMIT is a test failpoint: it needs "
-                "MAILSLOT_ENVIRONMENT=test"
-            )
         if self.environment == "production":
             self._check_production()
             if self.docs_enabled is None:

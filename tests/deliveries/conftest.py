@@ -1,3 +1,3 @@
-from tests.inbound.conftest import inbox, settings
+from tests.inbound.conftest import inbox, rate_limits, settings
 
-__all__ = ["inbox", "settings"]
+__all__ = ["inbox", "rate_limits", "settings"]

@@ -15,8 +15,14 @@ from fastapi import FastAPI
 from app.config import Settings
 from app.maintenance import cleanup
 from tests.auth import OPERATOR, bearer
-from tests.inbound.conftest import Inbox
+from tests.inbound.conftest import RATE_LIMITS_IDS, RATE_LIMITS_ON_AND_OFF, Inbox
 from tests.inbound.payloads import basic, postmark_attachment, postmark_json
+
+
+@pytest.fixture(params=RATE_LIMITS_ON_AND_OFF, ids=RATE_LIMITS_IDS)
+def rate_limits(request: pytest.FixtureRequest) -> str:
+    """Every scenario here runs with the production default rate limits and with none."""
+    return str(request.param)
 
 
 async def _post(client: httpx.AsyncClient, payload: dict[str, Any]) -> httpx.Response:
@@ -139,12 +145,12 @@ class TestOurFailures:
     async def test_a_bug_answers_500_records_failed_and_replay_posts_it(
         self, client: httpx.AsyncClient, inbox: Inbox, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        import app.inbound.service as service
+        import app.inbound.rows as rows
 
         def broken(html: str) -> str:
             raise RuntimeError("sanitiser bug")
 
-        monkeypatch.setattr(service, "sanitize_html", broken)
+        monkeypatch.setattr(rows, "sanitize_html", broken)
         payload = postmark_json(
             inbox.address,
             html="<p>hi</p>",
@@ -170,10 +176,10 @@ class TestOurFailures:
     async def test_provider_retry_of_a_failed_mail_is_processed_again(
         self, client: httpx.AsyncClient, inbox: Inbox, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        import app.inbound.service as service
+        import app.inbound.rows as rows
 
         payload = postmark_json(inbox.address, html="<p>hi</p>", message_id="retry-1")
-        monkeypatch.setattr(service, "sanitize_html", lambda html: 1 / 0)
+        monkeypatch.setattr(rows, "sanitize_html", lambda html: 1 / 0)
         assert (await _post(client, payload)).status_code == 500
         monkeypatch.undo()
         r = await _post(client, payload)
@@ -183,9 +189,9 @@ class TestOurFailures:
     async def test_replay_after_the_integration_was_deleted_refuses_it_as_unknown(
         self, client: httpx.AsyncClient, inbox: Inbox, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        import app.inbound.service as service
+        import app.inbound.rows as rows
 
-        monkeypatch.setattr(service, "sanitize_html", lambda html: 1 / 0)
+        monkeypatch.setattr(rows, "sanitize_html", lambda html: 1 / 0)
         r = await _post(client, postmark_json(inbox.address, html="<p>hi</p>"))
         assert r.status_code == 500
         monkeypatch.undo()

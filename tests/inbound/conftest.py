@@ -6,21 +6,33 @@ from typing import Any
 import httpx
 import pytest
 
-from app.config import Settings
+from app.config import DEFAULT_RATE_LIMITS, Settings
 from tests.conftest import make_settings
 from tests.factories import World
 from tests.inbound.payloads import INBOUND_PASSWORD, INBOUND_USER, MAILGUN_KEY
 
 
 @pytest.fixture
-def settings(database_url: str, tmp_path: Path) -> Settings:
+def rate_limits() -> str:
+    """Off, unless a module overrides it (below)."""
+    return ""
+
+
+# A rule-scenario module runs twice, with rate limits off and with the production default; both
+# runs assert the same outcomes: ``@pytest.fixture(params=RATE_LIMITS_ON_AND_OFF, ids=...)``.
+RATE_LIMITS_ON_AND_OFF = ("", DEFAULT_RATE_LIMITS)
+RATE_LIMITS_IDS = ("limits-off", "limits-default")
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path, rate_limits: str) -> Settings:
     return make_settings(
         database_url,
         tmp_path / "blobs",
         mailgun_signing_key=f"old-key-0123456789,{MAILGUN_KEY}",
         inbound_username=INBOUND_USER,
         inbound_password=f"previous-password,{INBOUND_PASSWORD}",
-        rate_limits="",
+        rate_limits=rate_limits,
     )
 
 

@@ -340,11 +340,11 @@ def test_enriched_text_rules() -> None:
 async def test_a_replayed_mail_keeps_what_it_omitted(
     client: httpx.AsyncClient, inbox: Inbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import app.inbound.service as service
+    import app.inbound.rows as rows
 
     files = [{"url": "https://storage.example/a/0", "name": "agenda.pdf", "size": 10}]
     fields = mailgun_form(inbox.address, attachments=json.dumps(files))
-    monkeypatch.setattr(service, "sanitize_html", lambda html: 1 / 0)
+    monkeypatch.setattr(rows, "sanitize_html", lambda html: 1 / 0)
     r = await client.post("/inbound/mailgun", data=fields)
     assert (r.status_code, r.json()["status"]) == (500, "failed")
     monkeypatch.undo()

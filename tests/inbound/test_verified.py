@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from app.inbound.decide import author_verified
 from app.inbound.model import InboundEmail
-from app.inbound.service import author_verified
 
 
 def mail(**fields: Any) -> InboundEmail:

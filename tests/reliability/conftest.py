@@ -153,11 +153,14 @@ class Servers:
         blob_dir: Path | None = None,
         workers: int = 2,
         fsize_limit: int | None = None,
+        app: str = "app.main:app",
         **overrides: str,
     ) -> Server:
         if env is None:
             env = self.env(blob_dir or self.blob_dir(name), **overrides)
-        server = Server(name, env, self.workdir / "logs", workers=workers, fsize_limit=fsize_limit)
+        server = Server(
+            name, env, self.workdir / "logs", workers=workers, fsize_limit=fsize_limit, app=app
+        )
         self.started.append(server)
         _LIVE_SERVERS.append(server)
         server.start()

@@ -144,7 +144,10 @@ def server_env(database_url: str, blob_dir: Path, **overrides: str) -> dict[str,
 
 
 class Server:
-    """``uvicorn app.main:app --workers N`` as a subprocess (its own session), log to a file."""
+    """``uvicorn app.main:app --workers N`` as a subprocess (its own session), log to a file.
+
+    ``app``: another ASGI application to serve, e.g. one with a failpoint injected
+    (tests/reliability/failpoint.py)."""
 
     def __init__(
         self,
@@ -155,8 +158,10 @@ class Server:
         workers: int = 2,
         port: int | None = None,
         fsize_limit: int | None = None,
+        app: str = "app.main:app",
     ) -> None:
         self.name = name
+        self.app = app
         self.env = env
         self.workers = workers
         self.port = port or free_port()
@@ -194,7 +199,7 @@ class Server:
             self.process = subprocess.Popen(
                 [
                     str(VENV_BIN / "uvicorn"),
-                    "app.main:app",
+                    self.app,
                     "--workers",
                     str(self.workers),
                     "--host",

@@ -425,7 +425,7 @@ class TestMailgunReplayAfterARetryableAnswer:
             raise RuntimeError("a bug while sanitising")
 
         with monkeypatch.context() as patch:
-            patch.setattr("app.inbound.service.sanitize_html", boom)
+            patch.setattr("app.inbound.rows.sanitize_html", boom)
             first = await post_mailgun(
                 unlimited, mailgun_form(inbox.address, signature=signature, subject="Original")
             )

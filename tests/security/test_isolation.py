@@ -143,7 +143,7 @@ async def build(client: httpx.AsyncClient, world: World, monkeypatch: pytest.Mon
         raise RuntimeError("a bug while sanitising")
 
     with monkeypatch.context() as patch:
-        patch.setattr("app.inbound.service.sanitize_html", boom)
+        patch.setattr("app.inbound.rows.sanitize_html", boom)
         failed = await _deliver(client, postmark_json(by_root["address"], html="<p>later</p>"))
     assert failed.status_code == 500, failed.text
 

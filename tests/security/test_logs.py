@@ -244,7 +244,7 @@ async def test_in_process_logs_at_debug_name_no_secret(
         raise RuntimeError(f"cannot render the mail to {address} (Authorization: Basic abc123)")
 
     with monkeypatch.context() as patch:
-        patch.setattr("app.inbound.service.sanitize_html", boom)
+        patch.setattr("app.inbound.rows.sanitize_html", boom)
         r = await client.post(
             "/inbound/mime",
             params={"recipient": address},

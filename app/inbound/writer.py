@@ -1,0 +1,288 @@
+"""The one writer of the inbound path: posts, attachments, deliveries, provider tokens and rate
+counters are inserted here, and only here, by statements built from the models' own tables.
+
+Each table has one insert (``_insert(dialect, TABLE)``); the values come from the typed rows of
+``app.inbound.rows``, so a new column with a default needs no change here. On PostgreSQL the
+hot path's steps are each one statement (data-modifying CTEs composed from those same inserts):
+claiming a token with routing, and a post with its attachments and delivery. The writer decides
+nothing: it receives rows built from a ``Decision``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from functools import cache
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from app.inbound.decide import Route
+from app.inbound.rows import (
+    AttachmentRow,
+    CounterRow,
+    DeliveryRow,
+    PostRow,
+    TokenRow,
+    column_keys,
+    columns,
+    table,
+)
+from app.models import DeliveryStatus, Integration
+
+POSTS = table(PostRow)
+ATTACHMENTS = table(AttachmentRow)
+DELIVERIES = table(DeliveryRow)
+TOKENS = table(TokenRow)
+COUNTERS = table(CounterRow)
+INTEGRATIONS: sa.Table = Integration.__table__  # type: ignore[assignment]
+
+
+def _insert(dialect: str, target: sa.Table) -> Any:
+    """An insert into ``target`` in the dialect that knows ``ON CONFLICT``."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return insert(target)
+
+
+def _keys(row_type: type[Any]) -> list[str]:
+    return [key for _, key in column_keys(row_type)]
+
+
+def _binds(row_type: type[Any], prefix: str, *, array: bool = False) -> dict[str, Any]:
+    """A bound parameter per column of the row type, named ``prefix`` + column key, typed as
+    the column (``array``: an array of them, PostgreSQL)."""
+    target = table(row_type)
+    return {
+        key: sa.bindparam(
+            prefix + key,
+            type_=postgresql.ARRAY(target.c[key].type) if array else target.c[key].type,
+        )
+        for key in _keys(row_type)
+    }
+
+
+def _prefixed(values: dict[str, Any], prefix: str) -> dict[str, Any]:
+    return {prefix + key: value for key, value in values.items()}
+
+
+# --- the statements, one insert per table -----------------------------------------------------
+
+
+def _routes(addresses: Any) -> sa.Select[Any]:
+    """The integrations at these addresses (deleted ones too: their mail is refused, and logged
+    for their platform), oldest first."""
+    return (
+        sa.select(INTEGRATIONS)
+        .where(addresses)
+        .order_by(INTEGRATIONS.c.created_at, INTEGRATIONS.c.id)
+    )
+
+
+def _at(dialect: str) -> Any:
+    if dialect == "postgresql":  # one parameter, however many addresses: one cached statement
+        return INTEGRATIONS.c.address == sa.any_(
+            sa.bindparam("addresses", type_=postgresql.ARRAY(sa.String()))
+        )
+    return INTEGRATIONS.c.address.in_(sa.bindparam("addresses", expanding=True))
+
+
+def _token_claim(dialect: str, *, when_routed: bool) -> Any:
+    """The token, unless claimed before (``when_routed``: only if an integration is at the
+    ``addresses``: an unrouted mail claims it with its own delivery)."""
+    binds = _binds(TokenRow, "t_")
+    chosen = sa.select(*binds.values())
+    if when_routed:
+        chosen = chosen.where(sa.exists().where(_at(dialect)))
+    else:
+        chosen = chosen.where(sa.true())  # INSERT ... SELECT ... ON CONFLICT needs a WHERE
+    return (
+        _insert(dialect, TOKENS)
+        .from_select(list(binds), chosen)
+        .on_conflict_do_nothing(index_elements=["provider", "token"])
+        .returning(TOKENS.c.token)
+    )
+
+
+def _post_insert(dialect: str, *, bound: bool) -> Any:
+    """The post unless the integration has one with its dedupe key (``bound``: its values as
+    ``p_`` parameters, for a CTE)."""
+    insert = _insert(dialect, POSTS)
+    if bound:
+        insert = insert.values(_binds(PostRow, "p_"))
+    return insert.on_conflict_do_nothing(index_elements=["integration_id", "dedupe_key"]).returning(
+        POSTS.c.id
+    )
+
+
+def _attachment_insert(dialect: str, post: sa.CTE | None) -> Any:
+    """Attachment rows (``post``: from ``a_`` arrays, only when that CTE inserted the post)."""
+    insert = _insert(dialect, ATTACHMENTS)
+    if post is None:
+        return insert
+    arrays = _binds(AttachmentRow, "a_", array=True)
+    unnested = sa.func.unnest(*arrays.values()).table_valued(*arrays).render_derived()
+    chosen = sa.select(*unnested.c).where(sa.exists(sa.select(post.c.id)))
+    return insert.from_select(list(arrays), chosen)
+
+
+def _delivery_insert(dialect: str, post: sa.CTE | None) -> Any:
+    """A delivery row (``post``: from ``d_`` parameters, when the post CTE inserted its post or
+    when it has none: ``d_post_id`` NULL)."""
+    insert = _insert(dialect, DELIVERIES)
+    if post is None:
+        return insert
+    binds = _binds(DeliveryRow, "d_")
+    chosen = sa.select(*binds.values()).where(
+        sa.or_(binds["post_id"].is_(None), sa.exists(sa.select(post.c.id)))
+    )
+    return insert.from_select(list(binds), chosen).returning(DELIVERIES.c.id)
+
+
+@cache
+def _counter_upsert(dialect: str, count: int) -> Any:
+    """Add one to ``count`` windows of an integration; their new counts."""
+    insert = _insert(dialect, COUNTERS)
+    rows = [_binds(CounterRow, f"c{i}_") for i in range(count)]
+    return (
+        insert.values(rows)
+        .on_conflict_do_update(
+            index_elements=["integration_id", "window_seconds", "window_start"],
+            set_={"count": COUNTERS.c["count"] + 1},
+        )
+        .returning(COUNTERS.c.window_seconds, COUNTERS.c.window_start, COUNTERS.c["count"])
+    )
+
+
+@cache
+def _statements(dialect: str) -> dict[str, Any]:
+    """What the writer runs, built once per dialect (values are bound per execution)."""
+    statements: dict[str, Any] = {
+        "routes": _routes(_at(dialect)),
+        "claim": _token_claim(dialect, when_routed=False),
+        "claim_routed": _token_claim(dialect, when_routed=True),
+        "post": _post_insert(dialect, bound=False),
+        "attachments": _attachment_insert(dialect, None),
+        "delivery": _delivery_insert(dialect, None),
+    }
+    if dialect == "postgresql":
+        # Round trip 1: claim the token and read the routes; nothing when it was claimed before.
+        claim = statements["claim_routed"].cte("claim")
+        statements["claim_and_route"] = _routes(
+            sa.and_(_at(dialect), sa.exists(sa.select(claim.c.token)))
+        )
+        # Round trip 2: the post, its attachments and its delivery, or none of them.
+        post = _post_insert(dialect, bound=True).cte("post")
+        attachments = _attachment_insert(dialect, post).cte("attachment")
+        delivery = _delivery_insert(dialect, post).cte("delivery")
+        statements["write"] = sa.select(sa.func.count()).select_from(delivery).add_cte(attachments)
+    return statements
+
+
+def _arrays(rows: Sequence[AttachmentRow]) -> dict[str, list[Any]]:
+    return {
+        f"a_{key}": [getattr(row, name) for row in rows] for name, key in column_keys(AttachmentRow)
+    }
+
+
+class Writer:
+    """The inbound rows, written on the caller's connection or session (in its transaction)."""
+
+    def __init__(self, conn: AsyncConnection | AsyncSession) -> None:
+        self.conn = conn
+        bind = conn.bind if isinstance(conn, AsyncSession) else conn
+        self.dialect = bind.dialect.name if bind is not None else "postgresql"
+        self.sql = _statements(self.dialect)
+
+    async def routes(self, addresses: Sequence[str]) -> list[Route]:
+        """The integrations at these addresses (deleted ones too), oldest first."""
+        if not addresses:
+            return []
+        result = await self.conn.execute(self.sql["routes"], {"addresses": list(addresses)})
+        return [Route.of(row._mapping) for row in result]
+
+    async def claim_token(self, token: TokenRow) -> bool:
+        """Insert the token; False when it was seen before (a concurrent one waits for commit)."""
+        result = await self.conn.execute(self.sql["claim"], _prefixed(columns(token), "t_"))
+        return result.first() is not None
+
+    async def claim_and_route(self, token: TokenRow, addresses: Sequence[str]) -> list[Route]:
+        """Claim the token and read the integrations at these addresses (deleted ones too); []
+        when the token was claimed before or no integration is there (then nothing claimed)."""
+        if not addresses:
+            return []
+        params = {**_prefixed(columns(token), "t_"), "addresses": list(addresses)}
+        if self.dialect == "postgresql":
+            result = await self.conn.execute(self.sql["claim_and_route"], params)
+            return [Route.of(row._mapping) for row in result]
+        if (await self.conn.execute(self.sql["claim_routed"], params)).first() is None:
+            return []
+        return await self.routes(addresses)
+
+    async def point_token(self, provider: str, token: str, delivery_id: uuid.UUID) -> None:
+        await self.conn.execute(
+            sa.update(TOKENS)
+            .where(TOKENS.c.provider == provider, TOKENS.c.token == token)
+            .values(delivery_id=delivery_id)
+        )
+
+    async def count(
+        self, integration_id: uuid.UUID, windows: Sequence[tuple[int, int]]
+    ) -> list[int]:
+        """Add one to each ``(seconds, start)`` window of the integration (a window named twice,
+        once); the new counts, in the order given."""
+        distinct = sorted(set(windows))
+        params: dict[str, Any] = {}
+        for i, (seconds, start) in enumerate(distinct):
+            row = CounterRow(integration_id, seconds, start)
+            params.update(_prefixed(columns(row), f"c{i}_"))
+        result = await self.conn.execute(_counter_upsert(self.dialect, len(distinct)), params)
+        counts = {(r[0], r[1]): int(r[2]) for r in result}
+        return [counts[window] for window in windows]
+
+    async def write(
+        self, post: PostRow | None, attachments: Sequence[AttachmentRow], delivery: DeliveryRow
+    ) -> bool:
+        """The post (if any) with its attachments, then the delivery. False, with nothing
+        written, when the integration has a post with this dedupe key already."""
+        if post is not None and self.dialect == "postgresql":
+            params = {
+                **_prefixed(columns(post), "p_"),
+                **_arrays(attachments),
+                **_prefixed(columns(delivery), "d_"),
+            }
+            return bool((await self.conn.execute(self.sql["write"], params)).scalar_one())
+        if post is not None and not await self.add_post(post, attachments):
+            return False
+        await self.add_deliveries([delivery])
+        return True
+
+    async def add_post(self, post: PostRow, attachments: Sequence[AttachmentRow]) -> bool:
+        """The post with its attachments; False, with nothing written, when the integration has
+        a post with this dedupe key already."""
+        if (await self.conn.execute(self.sql["post"], columns(post))).first() is None:
+            return False
+        if attachments:
+            await self.conn.execute(self.sql["attachments"], [columns(a) for a in attachments])
+        return True
+
+    async def add_deliveries(self, deliveries: Sequence[DeliveryRow]) -> None:
+        """Delivery rows without a post of their own (refused, duplicate, failed, unrouted)."""
+        if deliveries:
+            await self.conn.execute(self.sql["delivery"], [columns(d) for d in deliveries])
+
+    async def update_delivery(
+        self,
+        delivery_id: uuid.UUID,
+        *,
+        status: DeliveryStatus,
+        reason: str | None = None,
+        post_id: uuid.UUID | None = None,
+        error: str | None = None,
+    ) -> None:
+        """A replayed ``failed`` delivery, brought up to date with what replay decided."""
+        values = {"status": status, "reason": reason, "post_id": post_id, "error": error}
+        await self.conn.execute(
+            sa.update(DELIVERIES).where(DELIVERIES.c.id == delivery_id).values(values)
+        )
