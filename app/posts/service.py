@@ -28,7 +28,7 @@ def _content_id_key(content_id: str) -> str:
     return unquote(content_id).strip().removeprefix("<").removesuffix(">").strip()
 
 
-def _rewrite_cid(html: str, urls: dict[str, str]) -> str:
+def rewrite_cid(html: str, urls: dict[str, str]) -> str:
     """Point ``src="cid:…"`` at the attachment URLs; unknown references are left as they are."""
     if not urls:
         return html
@@ -141,7 +141,7 @@ class PostService:
             ),
             subject=post.subject,
             text=post.text,
-            html=_rewrite_cid(post.html, urls) if post.html else post.html,
+            html=rewrite_cid(post.html, urls) if post.html else post.html,
             attachments=attachments,
             omitted_attachments=[
                 OmittedAttachment.model_validate(o) for o in post.omitted_attachments or []

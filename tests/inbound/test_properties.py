@@ -45,13 +45,13 @@ from app.inbound.html import (
     ALLOWED_ATTRIBUTES,
     ALLOWED_TAGS,
     html_to_text,
-    rewrite_cid,
     sanitize_html,
 )
 from app.inbound.message import parse_mime
 from app.inbound.model import InboundEmail, storable, storable_text
 from app.inbound.multipart import Form, FormPart, MalformedBody, PayloadTooLarge, read_form
 from app.inbound.providers import mailgun, postmark, sendgrid
+from app.posts.service import rewrite_cid
 from tests.conftest import make_settings
 from tests.inbound import payloads
 from tests.inbound.conftest import Inbox
