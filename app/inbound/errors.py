@@ -3,8 +3,9 @@
 Two kinds, kept apart as zulip's email mirror keeps them: the sender's fault, which refuses a mail
 for good (:class:`Refusal`: recorded in the delivery log with its ``reason`` and answered with the
 provider's refusal code), and problems with the request itself (:class:`RequestProblem`: answered
-before anything is recorded). Our own failures (a database or a disk down, a bug) are not here:
-``app.inbound.service.InfrastructureFailure`` names them.
+before anything is recorded). Our own failures are the third kind: :class:`InfrastructureFailure`
+(a database or a disk down: 503, the provider retries; ``app.inbound.failures`` tells which
+exceptions are that), and any other exception, a bug (500).
 
 No FastAPI import: the router (``app.inbound.router``) turns these into answers.
 """
@@ -112,3 +113,11 @@ class PayloadTooLarge(RequestProblem):
     def __init__(self, limit: int) -> None:
         super().__init__(f"request body exceeds {limit} bytes")
         self.limit = limit
+
+
+# --- our own failure ----------------------------------------------------------------------------
+
+
+class InfrastructureFailure(Exception):
+    """The database or the disk failed: answered 503, so that the provider retries; nothing
+    half-written is visible (``app.inbound.failures.is_infrastructure_error`` classifies)."""

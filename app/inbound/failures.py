@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.blobs.store import BlobStore
 from app.inbound import content
 from app.inbound.decide import Route, addresses, dedupe_key
+from app.inbound.errors import InfrastructureFailure
 from app.inbound.model import InboundEmail
 from app.inbound.rows import DeliveryRow, TokenRow, delivery_row
 from app.inbound.writer import Writer
@@ -21,10 +22,6 @@ from app.models import DeliveryStatus
 logger = logging.getLogger("mailslot.inbound")
 
 ERROR_TEXT_LIMIT = 4000
-
-
-class InfrastructureFailure(Exception):
-    """The database or the disk failed: the provider should retry (503)."""
 
 
 def is_infrastructure_error(exc: BaseException) -> bool:

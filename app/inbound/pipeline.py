@@ -33,12 +33,8 @@ from app.inbound.decide import (
     over_rate,
     rate_windows,
 )
-from app.inbound.failures import (
-    ERROR_TEXT_LIMIT,
-    InfrastructureFailure,
-    is_infrastructure_error,
-    record_failure,
-)
+from app.inbound.errors import InfrastructureFailure
+from app.inbound.failures import ERROR_TEXT_LIMIT, is_infrastructure_error, record_failure
 from app.inbound.model import InboundEmail
 from app.inbound.repository import FINAL_STATUSES, InboundRepository
 from app.inbound.rows import (

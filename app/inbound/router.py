@@ -19,6 +19,7 @@ from app.config import Settings
 from app.inbound.errors import (
     EndpointDisabled,
     FormTooComplex,
+    InfrastructureFailure,
     InvalidCredentials,
     MessageTooComplex,
     PayloadTooLarge,
@@ -27,7 +28,7 @@ from app.inbound.errors import (
 from app.inbound.model import storable, storable_text
 from app.inbound.providers import PROVIDERS
 from app.inbound.providers.base import Envelope, Provider
-from app.inbound.service import DeliveryOutcome, InboundService, InfrastructureFailure
+from app.inbound.service import DeliveryOutcome, InboundService
 from app.models import DeliveryStatus, RejectionReason
 
 logger = logging.getLogger("mailslot.inbound")

@@ -15,7 +15,8 @@ from app.blobs.store import BlobStore
 from app.config import Settings
 from app.inbound import content, replay
 from app.inbound.decide import author_verified, dedupe_key
-from app.inbound.failures import InfrastructureFailure, is_infrastructure_error
+from app.inbound.errors import InfrastructureFailure
+from app.inbound.failures import is_infrastructure_error
 from app.inbound.model import InboundEmail
 from app.inbound.pipeline import DeliveryOutcome, Pipeline
 from app.models import Delivery

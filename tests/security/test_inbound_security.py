@@ -804,6 +804,13 @@ async def send_mime(client: httpx.AsyncClient, to: str, raw: bytes) -> httpx.Res
     )
 
 
+_SIGNATURE = re.compile(r"expires=\d+&amp;sig=[0-9a-f]+")
+
+
+def unsigned(html: str | None) -> str | None:
+    return None if html is None else _SIGNATURE.sub("expires=…&amp;sig=…", html)
+
+
 @pytest.mark.parametrize("provider", ["postmark", "mime"])
 async def test_xss_corpus_is_stored_and_served_inert(
     client: httpx.AsyncClient, world: World, subtests: pytest.Subtests, provider: str
@@ -844,7 +851,8 @@ async def test_xss_corpus_is_stored_and_served_inert(
         with subtests.test(html):
             r = await client.get(f"/v1/posts/{post['id']}", headers=inbox.admin)
             assert r.headers["content-type"].startswith("application/json")
-            assert r.json()["html"] == post["html"]
+            # the same HTML, but for the URL signatures, which may renew between the reads
+            assert unsigned(r.json()["html"]) == unsigned(post["html"])
             assert_inert_html(post["html"] or "")
             assert_plain_text(post["subject"], subject)
             assert post["author"]["email"] == "eve@evil.example"
