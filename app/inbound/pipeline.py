@@ -213,12 +213,16 @@ class Pipeline:
         recorded with an event's key claims its token (in the same transaction), so a fresh
         claim means nothing of this event was recorded and no dedupe lookup is needed. None (all
         rolled back) when the token was seen before or the mail goes nowhere: the general path
-        then decides.
+        then decides. The claim may be committed before the deliveries are written (on
+        PostgreSQL, and when counting): a retry that finds it claimed with nothing recorded
+        takes the general path, and the post's unique key keeps the two from double-posting.
         """
         assert email.event_id is not None  # noqa: S101
         first_id = uuid.uuid4()  # the token points at the first delivery written
         async with self.engine.connect() as conn:
-            writer = Writer(conn)
+            # PostgreSQL: each step below is one autocommitted statement (one round trip) until
+            # a transaction is begun; SQLite: one transaction, committed where it says.
+            writer = await Writer.on(conn)
             token = TokenRow(email.provider, email.event_id, first_id)
             routes = await writer.claim_and_route(token, routed)
             if not routes:
@@ -243,6 +247,8 @@ class Pipeline:
             if not all(d.posts for d in decisions):
                 kept = await content.keep(email, self.blobs)
             html_text = await rendered(email) if posting else (None, None)
+            if len(routes) > 1 and not conn.in_transaction():
+                await conn.begin()  # the deliveries of every integration, or none
             outcomes = []
             for index, (route, decision) in enumerate(zip(routes, decisions, strict=True)):
                 post = post_row(email, key, route, decision, html_text) if decision.posts else None
@@ -254,9 +260,9 @@ class Pipeline:
                 if await writer.write(post, attachments, delivery):
                     outcomes.append(DeliveryOutcome.of(delivery))
                     continue
-                # The claim was committed before counting (rate limits on), and a retry of
-                # this event that found it claimed with nothing recorded yet (the general
-                # path) posted the mail meanwhile: this is a duplicate of that post.
+                # The claim was committed before the write (PostgreSQL, or rate limits on),
+                # and a retry of this event that found it claimed with nothing recorded yet
+                # (the general path) posted the mail meanwhile: a duplicate of that post.
                 repo = InboundRepository(conn)
                 duplicate = self._duplicate(repo, writer, email, key, route.platform_id, route.id)
                 outcomes.append(await duplicate)

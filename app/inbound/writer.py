@@ -11,12 +11,13 @@ nothing: it receives rows built from a ``Decision``.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import cache
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.inbound.decide import Route
@@ -180,6 +181,38 @@ def _statements(dialect: str) -> dict[str, Any]:
     return statements
 
 
+class _Compiled:
+    """A PostgreSQL statement compiled once for the asyncpg driver: its SQL text (``$n``
+    parameters) and, in order, what each parameter is bound to and how its value is processed
+    (the column types' bind processors, as SQLAlchemy applies them)."""
+
+    def __init__(self, statement: Any) -> None:
+        compiled = statement.compile(dialect=_ASYNCPG)
+        if compiled.positiontup is None or "POSTCOMPILE" in compiled.string:
+            raise ValueError("a statement for the driver needs fixed positional parameters")
+        self.sql: str = compiled.string
+        processors = compiled._bind_processors
+        self.order: tuple[tuple[str, Any, Any], ...] = tuple(
+            (name, processors.get(name), compiled.binds[name].effective_value)
+            for name in compiled.positiontup
+        )
+
+    def args(self, params: Mapping[str, Any]) -> list[Any]:
+        values = []
+        for name, process, default in self.order:
+            value = params.get(name, default)
+            values.append(value if process is None else process(value))
+        return values
+
+
+_ASYNCPG = asyncpg_dialect()  # type: ignore[no-untyped-call]
+
+
+@cache
+def _compiled(statement: Any) -> _Compiled:
+    return _Compiled(statement)
+
+
 def _arrays(rows: Sequence[AttachmentRow]) -> dict[str, list[Any]]:
     return {
         f"a_{key}": [getattr(row, name) for row in rows] for name, key in column_keys(AttachmentRow)
@@ -187,13 +220,50 @@ def _arrays(rows: Sequence[AttachmentRow]) -> dict[str, list[Any]]:
 
 
 class Writer:
-    """The inbound rows, written on the caller's connection or session (in its transaction)."""
+    """The inbound rows, written on the caller's connection or session (in its transaction).
 
-    def __init__(self, conn: AsyncConnection | AsyncSession) -> None:
+    ``Writer.on(conn)`` on PostgreSQL also runs the hot path's statements (``claim_and_route``,
+    ``count``, ``write``) on the connection's asyncpg driver connection, compiled once, each
+    autocommitted as the whole unit it is, whenever the caller holds no transaction: no
+    ``BEGIN`` or ``COMMIT`` round trips. With a transaction open they join it, through
+    SQLAlchemy.
+    """
+
+    def __init__(self, conn: AsyncConnection | AsyncSession, driver: Any = None) -> None:
         self.conn = conn
         bind = conn.bind if isinstance(conn, AsyncSession) else conn
         self.dialect = bind.dialect.name if bind is not None else "postgresql"
         self.sql = _statements(self.dialect)
+        self.driver = driver
+
+    @classmethod
+    async def on(cls, conn: AsyncConnection) -> Writer:
+        """A writer on ``conn``, with its driver connection on PostgreSQL."""
+        if conn.dialect.name != "postgresql":
+            return cls(conn)
+        raw = await conn.get_raw_connection()
+        return cls(conn, raw.driver_connection)
+
+    def _direct(self) -> bool:
+        return self.driver is not None and not self.conn.in_transaction()
+
+    async def _fetch(
+        self, statement: Any, params: Mapping[str, Any], *, value: bool = False
+    ) -> Any:
+        """One autocommitted statement on the driver connection: its rows (``value``: the first
+        column of its first row). A lost connection is invalidated and raises
+        ``ConnectionError`` (asyncpg reports some of them like a misuse)."""
+        compiled = _compiled(statement)
+        try:
+            if value:
+                return await self.driver.fetchval(compiled.sql, *compiled.args(params))
+            return await self.driver.fetch(compiled.sql, *compiled.args(params))
+        except Exception as exc:
+            if self.driver.is_closed():
+                assert isinstance(self.conn, AsyncConnection)  # noqa: S101
+                await self.conn.invalidate()
+                raise ConnectionError("the database connection was lost") from exc
+            raise
 
     async def routes(self, addresses: Sequence[str]) -> list[Route]:
         """The integrations at these addresses (deleted ones too), oldest first."""
@@ -213,6 +283,8 @@ class Writer:
         if not addresses:
             return []
         params = {**_prefixed(columns(token), "t_"), "addresses": list(addresses)}
+        if self._direct():
+            return [Route.of(row) for row in await self._fetch(self.sql["claim_and_route"], params)]
         if self.dialect == "postgresql":
             result = await self.conn.execute(self.sql["claim_and_route"], params)
             return [Route.of(row._mapping) for row in result]
@@ -237,7 +309,11 @@ class Writer:
         for i, (seconds, start) in enumerate(distinct):
             row = CounterRow(integration_id, seconds, start)
             params.update(_prefixed(columns(row), f"c{i}_"))
-        result = await self.conn.execute(_counter_upsert(self.dialect, len(distinct)), params)
+        statement = _counter_upsert(self.dialect, len(distinct))
+        if self._direct():
+            result = await self._fetch(statement, params)
+        else:
+            result = await self.conn.execute(statement, params)
         counts = {(r[0], r[1]): int(r[2]) for r in result}
         return [counts[window] for window in windows]
 
@@ -252,6 +328,8 @@ class Writer:
                 **_arrays(attachments),
                 **_prefixed(columns(delivery), "d_"),
             }
+            if self._direct():
+                return bool(await self._fetch(self.sql["write"], params, value=True))
             return bool((await self.conn.execute(self.sql["write"], params)).scalar_one())
         if post is not None and not await self.add_post(post, attachments):
             return False
