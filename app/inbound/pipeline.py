@@ -170,6 +170,11 @@ class Pipeline:
             fresh = await self._fresh(email, key, routed)
             if fresh is not None:
                 return fresh
+        # A copy of a provider event whose token another request claimed, with nothing recorded
+        # yet: that request is writing it now, and counted it. (The rare claimer that died
+        # before writing leaves this copy to post uncounted; a retry of a rate-limited or failed
+        # attempt has a delivery recorded, and is counted again.)
+        in_flight = False
         async with self.sessionmaker() as session:
             repo = InboundRepository(session)
             known = False  # no final delivery of this event anywhere: none per integration
@@ -182,6 +187,7 @@ class Pipeline:
                     await session.commit()
                     return outcomes
                 known = True
+                in_flight = not probe and not seen
                 tried = [d for d in seen if d.status in RETRYABLE]
                 if tried and not await self._same_content(email, tried):
                     # The event id was used before with another body: a replayed token, never
@@ -200,7 +206,8 @@ class Pipeline:
         if not routes:
             return [await self._unrouted(email, key, probe=probe)]
         for plan in plans:
-            if plan.previous is None and plan.decision.posts and await self._over_rate(plan.route):
+            counted = in_flight or plan.previous is not None or not plan.decision.posts
+            if not counted and await self._over_rate(plan.route):
                 plan.decision = RATE_LIMITED
         return await self._write(email, key, plans)
 

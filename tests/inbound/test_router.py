@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from tests.auth import OPERATOR, bearer
 from tests.inbound.conftest import RATE_LIMITS_IDS, RATE_LIMITS_ON_AND_OFF, Inbox
@@ -707,6 +708,44 @@ class TestRateLimits:
         assert len(await inbox.posts()) == 3
         statuses = [d["status"] for d in await inbox.deliveries()]
         assert statuses.count("rate_limited") == 2
+
+
+class TestACopyOfAnEventInFlightIsNotCounted:
+    @pytest.fixture
+    def settings(self, database_url: str, tmp_path: object) -> object:
+        return _rate_limited_settings(database_url, tmp_path, "1/3600")
+
+    async def test_a_copy_whose_token_is_claimed_with_nothing_recorded_is_not_counted(
+        self, client: httpx.AsyncClient, inbox: Inbox, app: FastAPI
+    ) -> None:
+        """Another request claimed the event's token and is writing it: that request counted
+        the mail, so its copy must not count again (duplicates never count)."""
+        import uuid
+
+        import sqlalchemy as sa
+
+        from app.db.base import utcnow
+        from app.models import ProviderToken
+
+        first = postmark_json(inbox.address, message_id="fills-the-window")
+        r = await client.post("/inbound/postmark", json=first, headers=basic())
+        assert r.status_code == 200, r.text
+        copy = postmark_json(inbox.address, message_id="claimed-elsewhere")
+        async with app.state.sessionmaker.begin() as session:
+            await session.execute(
+                sa.insert(ProviderToken).values(
+                    provider="postmark",
+                    token="claimed-elsewhere",
+                    delivery_id=uuid.uuid4(),
+                    created_at=utcnow(),
+                )
+            )
+        r = await client.post("/inbound/postmark", json=copy, headers=basic())
+        assert (r.status_code, r.json()["status"]) == (200, "accepted"), r.text
+        # a new mail still meets the full window
+        other = postmark_json(inbox.address, message_id="a-new-mail")
+        r = await client.post("/inbound/postmark", json=other, headers=basic())
+        assert (r.status_code, r.json()["status"]) == (429, "rate_limited")
 
 
 class TestRateLimitedAnswersSayWhenToRetry:
