@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import logging
 import traceback
+from typing import Any
 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -52,6 +53,26 @@ def is_infrastructure_error(exc: BaseException) -> bool:
     return cause is not None and cause is not exc and is_infrastructure_error(cause)
 
 
+async def log_for_each_route(
+    writer: Writer, email: InboundEmail, key: str | None, **values: Any
+) -> list[DeliveryRow]:
+    """Write one delivery of ``email`` per integration at its recipients (deleted ones too), or
+    one unrouted delivery: how a mail that is not processed (unreadable, or our bug) is logged."""
+    targets: list[Route | None] = list(await writer.routes(addresses(email))) or [None]
+    deliveries = [
+        delivery_row(
+            email,
+            key,
+            platform_id=route.platform_id if route else None,
+            integration_id=route.id if route else None,
+            **values,
+        )
+        for route in targets
+    ]
+    await writer.add_deliveries(deliveries)
+    return deliveries
+
+
 async def record_failure(
     sessionmaker: async_sessionmaker[AsyncSession],
     blobs: BlobStore,
@@ -66,20 +87,14 @@ async def record_failure(
         kept = await content.keep(email, blobs)
         async with sessionmaker.begin() as session:
             writer = Writer(session)
-            targets: list[Route | None] = list(await writer.routes(addresses(email))) or [None]
-            deliveries = [
-                delivery_row(
-                    email,
-                    key,
-                    status=DeliveryStatus.failed,
-                    platform_id=route.platform_id if route else None,
-                    integration_id=route.id if route else None,
-                    error=error,
-                    content_sha256=kept,
-                )
-                for route in targets
-            ]
-            await writer.add_deliveries(deliveries)
+            deliveries = await log_for_each_route(
+                writer,
+                email,
+                key,
+                status=DeliveryStatus.failed,
+                error=error,
+                content_sha256=kept,
+            )
             if email.event_id:
                 await writer.claim_token(TokenRow(email.provider, email.event_id, deliveries[0].id))
     except Exception as second:

@@ -34,7 +34,12 @@ from app.inbound.decide import (
     rate_windows,
 )
 from app.inbound.errors import InfrastructureFailure
-from app.inbound.failures import ERROR_TEXT_LIMIT, is_infrastructure_error, record_failure
+from app.inbound.failures import (
+    ERROR_TEXT_LIMIT,
+    is_infrastructure_error,
+    log_for_each_route,
+    record_failure,
+)
 from app.inbound.model import InboundEmail
 from app.inbound.repository import FINAL_STATUSES, InboundRepository
 from app.inbound.rows import (
@@ -141,21 +146,14 @@ class Pipeline:
         )
         try:
             async with self.sessionmaker.begin() as session:
-                writer = Writer(session)
-                targets: list[Route | None] = list(await writer.routes(addresses(email))) or [None]
-                deliveries = [
-                    delivery_row(
-                        email,
-                        None,
-                        status=DeliveryStatus.rejected,
-                        platform_id=route.platform_id if route else None,
-                        integration_id=route.id if route else None,
-                        reason=reason,
-                        error=detail[:ERROR_TEXT_LIMIT],
-                    )
-                    for route in targets
-                ]
-                await writer.add_deliveries(deliveries)
+                deliveries = await log_for_each_route(
+                    Writer(session),
+                    email,
+                    None,
+                    status=DeliveryStatus.rejected,
+                    reason=reason,
+                    error=detail[:ERROR_TEXT_LIMIT],
+                )
         except Exception as exc:
             raise InfrastructureFailure(str(exc)) from exc
         return [DeliveryOutcome.of(row) for row in deliveries]
