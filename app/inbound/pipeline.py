@@ -229,22 +229,24 @@ class Pipeline:
             # a transaction is begun; SQLite: one transaction, committed where it says.
             writer = await Writer.on(conn)
             token = TokenRow(email.provider, email.event_id, first_id)
-            routes = await writer.claim_and_route(token, routed)
-            if not routes:
+            # Counted with the claim (a duplicate never counts), outside the transaction that
+            # writes the post (DESIGN.md); a mail the rules refuse is taken back.
+            windows = rate_windows(self.settings, int(time.time()))
+            counted = await writer.claim_and_route(token, routed, windows)
+            if not counted:
                 await conn.rollback()
                 return None
+            routes = [route for route, _ in counted]
             decisions = [decide(email, route, self.settings) for route in routes]
-            if self.settings.rate_limits and any(d.posts for d in decisions):
-                # Counted outside the transaction that writes the post (DESIGN.md), after the
-                # token claim (a duplicate never counts): the claim is committed first.
-                await conn.commit()
-                now = int(time.time())
-                for index, route in enumerate(routes):
-                    if decisions[index].posts:
-                        counts = await writer.count(route.id, rate_windows(self.settings, now))
-                        if over_rate(counts, self.settings):
-                            decisions[index] = RATE_LIMITED
-                await conn.commit()
+            for index, (route, counts) in enumerate(counted):
+                if not windows:
+                    continue
+                if not decisions[index].posts:
+                    await writer.uncount(route.id, windows)
+                elif over_rate(counts, self.settings):
+                    decisions[index] = RATE_LIMITED
+            if windows:
+                await conn.commit()  # SQLite: the claim and the counts (PostgreSQL: committed)
             posting = any(d.posts for d in decisions)
             if posting:
                 email = await content.store_attachments(email, self.blobs)

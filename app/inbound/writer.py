@@ -141,18 +141,42 @@ def _delivery_insert(dialect: str, post: sa.CTE | None) -> Any:
     return insert.from_select(list(binds), chosen).returning(DELIVERIES.c.id)
 
 
+def _counting(insert: Any) -> Any:
+    """Add one to each window counter the insert names (a new counter starts at one); their
+    integrations, windows and new counts."""
+    return insert.on_conflict_do_update(
+        index_elements=["integration_id", "window_seconds", "window_start"],
+        set_={"count": COUNTERS.c["count"] + 1},
+    ).returning(
+        COUNTERS.c.integration_id,
+        COUNTERS.c.window_seconds,
+        COUNTERS.c.window_start,
+        COUNTERS.c["count"],
+    )
+
+
 @cache
 def _counter_upsert(dialect: str, count: int) -> Any:
     """Add one to ``count`` windows of an integration; their new counts."""
-    insert = _insert(dialect, COUNTERS)
     rows = [_binds(CounterRow, f"c{i}_") for i in range(count)]
-    return (
-        insert.values(rows)
-        .on_conflict_do_update(
-            index_elements=["integration_id", "window_seconds", "window_start"],
-            set_={"count": COUNTERS.c["count"] + 1},
+    return _counting(_insert(dialect, COUNTERS).values(rows))
+
+
+@cache
+def _uncount(count: int) -> Any:
+    """Take back one from ``count`` windows of an integration (a mail counted ahead of the
+    decision that refused it)."""
+    windows = [
+        sa.and_(
+            COUNTERS.c.window_seconds == sa.bindparam(f"seconds{i}"),
+            COUNTERS.c.window_start == sa.bindparam(f"start{i}"),
         )
-        .returning(COUNTERS.c.window_seconds, COUNTERS.c.window_start, COUNTERS.c["count"])
+        for i in range(count)
+    ]
+    return (
+        sa.update(COUNTERS)
+        .where(COUNTERS.c.integration_id == sa.bindparam("counted_id"), sa.or_(*windows))
+        .values({"count": COUNTERS.c["count"] - 1})
     )
 
 
@@ -168,11 +192,42 @@ def _statements(dialect: str) -> dict[str, Any]:
         "delivery": _delivery_insert(dialect, None),
     }
     if dialect == "postgresql":
-        # Round trip 1: claim the token and read the routes; nothing when it was claimed before.
+        # Round trip 1: claim the token, count the mail in the rate windows of every integration
+        # at the addresses, and read those integrations with their counts; nothing when the
+        # token was claimed before.
         claim = statements["claim_routed"].cte("claim")
-        statements["claim_and_route"] = _routes(
-            sa.and_(_at(dialect), sa.exists(sa.select(claim.c.token)))
+        routed = sa.and_(_at(dialect), sa.exists(sa.select(claim.c.token)))
+        windows = (
+            sa.func.unnest(
+                sa.bindparam("w_seconds", type_=postgresql.ARRAY(COUNTERS.c.window_seconds.type)),
+                sa.bindparam("w_starts", type_=postgresql.ARRAY(COUNTERS.c.window_start.type)),
+            )
+            .table_valued("seconds", "start")
+            .render_derived()
         )
+        counted = _counting(
+            _insert(dialect, COUNTERS).from_select(
+                _keys(CounterRow),
+                sa.select(
+                    INTEGRATIONS.c.id,
+                    windows.c.seconds,
+                    windows.c.start,
+                    sa.literal(CounterRow.count, COUNTERS.c["count"].type),  # one: this mail
+                ).where(routed),
+            )
+        ).cte("counted")
+        counts = (
+            sa.select(
+                sa.func.array_agg(
+                    postgresql.aggregate_order_by(
+                        counted.c["count"], counted.c.window_seconds, counted.c.window_start
+                    )
+                )
+            )
+            .where(counted.c.integration_id == INTEGRATIONS.c.id)
+            .scalar_subquery()
+        )
+        statements["claim_and_route"] = _routes(routed).add_columns(counts.label("counts"))
         # Round trip 2: the post, its attachments and its delivery, or none of them.
         post = _post_insert(dialect, bound=True).cte("post")
         attachments = _attachment_insert(dialect, post).cte("attachment")
@@ -277,20 +332,57 @@ class Writer:
         result = await self.conn.execute(self.sql["claim"], _prefixed(columns(token), "t_"))
         return result.first() is not None
 
-    async def claim_and_route(self, token: TokenRow, addresses: Sequence[str]) -> list[Route]:
-        """Claim the token and read the integrations at these addresses (deleted ones too); []
-        when the token was claimed before or no integration is there (then nothing claimed)."""
+    async def claim_and_route(
+        self, token: TokenRow, addresses: Sequence[str], windows: Sequence[tuple[int, int]]
+    ) -> list[tuple[Route, list[int]]]:
+        """Claim the token, count the mail in the ``(seconds, start)`` windows of every
+        integration at these addresses (none: not counted), and read those integrations
+        (deleted ones too) with their new counts, in the order of ``windows``. [] when the token
+        was claimed before or no integration is there (then nothing is claimed or counted).
+
+        The count comes before the decision, so that it takes no round trip of its own: a mail
+        that the decision then refuses is taken back (``uncount``)."""
         if not addresses:
             return []
-        params = {**_prefixed(columns(token), "t_"), "addresses": list(addresses)}
-        if self._direct():
-            return [Route.of(row) for row in await self._fetch(self.sql["claim_and_route"], params)]
+        distinct = sorted(set(windows))
+        params = {
+            **_prefixed(columns(token), "t_"),
+            "addresses": list(addresses),
+            "w_seconds": [seconds for seconds, _ in distinct],
+            "w_starts": [start for _, start in distinct],
+        }
         if self.dialect == "postgresql":
-            result = await self.conn.execute(self.sql["claim_and_route"], params)
-            return [Route.of(row._mapping) for row in result]
+            if self._direct():
+                rows = await self._fetch(self.sql["claim_and_route"], params)
+            else:
+                result = await self.conn.execute(self.sql["claim_and_route"], params)
+                rows = [row._mapping for row in result]
+            counted = []
+            for row in rows:
+                counts = dict(zip(distinct, row["counts"] or [], strict=True))
+                counted.append((Route.of(row), [counts[window] for window in windows]))
+            return counted
         if (await self.conn.execute(self.sql["claim_routed"], params)).first() is None:
             return []
-        return await self.routes(addresses)
+        return [
+            (route, await self.count(route.id, windows) if windows else [])
+            for route in await self.routes(addresses)
+        ]
+
+    async def uncount(self, integration_id: uuid.UUID, windows: Sequence[tuple[int, int]]) -> None:
+        """Take back the count of a mail in these windows of the integration (``claim_and_route``
+        counted it, and the decision refused it)."""
+        distinct = sorted(set(windows))
+        if not distinct:
+            return
+        params: dict[str, Any] = {"counted_id": integration_id}
+        for i, (seconds, start) in enumerate(distinct):
+            params.update({f"seconds{i}": seconds, f"start{i}": start})
+        statement = _uncount(len(distinct))
+        if self._direct():
+            await self._fetch(statement, params)
+        else:
+            await self.conn.execute(statement, params)
 
     async def point_token(self, provider: str, token: str, delivery_id: uuid.UUID) -> None:
         await self.conn.execute(
@@ -314,7 +406,7 @@ class Writer:
             result = await self._fetch(statement, params)
         else:
             result = await self.conn.execute(statement, params)
-        counts = {(r[0], r[1]): int(r[2]) for r in result}
+        counts = {(r[1], r[2]): int(r[3]) for r in result}  # see _counting
         return [counts[window] for window in windows]
 
     async def write(

@@ -710,6 +710,39 @@ class TestRateLimits:
         assert statuses.count("rate_limited") == 2
 
 
+class TestRefusedMailDoesNotCount:
+    """A mail the rules refuse is counted with its token's claim and then taken back: it never
+    uses up the window of the mail that the integration accepts."""
+
+    @pytest.fixture
+    def settings(self, database_url: str, tmp_path: object) -> object:
+        return _rate_limited_settings(database_url, tmp_path, "1/3600")
+
+    async def test_refused_senders_and_a_disabled_integration_leave_the_window_whole(
+        self, client: httpx.AsyncClient, inbox: Inbox
+    ) -> None:
+        url = f"/v1/integrations/{inbox.integration['id']}"
+        r = await client.patch(
+            url, json={"allowed_senders": ["@partner.org"]}, headers=bearer("root")
+        )
+        assert r.status_code == 200, r.text
+        for i in range(3):
+            stranger = postmark_json(inbox.address, message_id=f"stranger-{i}")
+            r = await client.post("/inbound/postmark", json=stranger, headers=basic())
+            assert r.json()["reason"] == "sender_not_allowed", r.text
+        await client.patch(url, json={"enabled": False}, headers=bearer("root"))
+        off = postmark_json(inbox.address, from_="bob@partner.org", message_id="while-off")
+        r = await client.post("/inbound/postmark", json=off, headers=basic())
+        assert r.json()["reason"] == "integration_disabled", r.text
+        await client.patch(url, json={"enabled": True}, headers=bearer("root"))
+        partner = postmark_json(inbox.address, from_="bob@partner.org", message_id="partner-0")
+        r = await client.post("/inbound/postmark", json=partner, headers=basic())
+        assert (r.status_code, r.json()["status"]) == (200, "accepted"), r.text
+        again = postmark_json(inbox.address, from_="bob@partner.org", message_id="partner-1")
+        r = await client.post("/inbound/postmark", json=again, headers=basic())
+        assert (r.status_code, r.json()["status"]) == (429, "rate_limited"), r.text
+
+
 class TestACopyOfAnEventInFlightIsNotCounted:
     @pytest.fixture
     def settings(self, database_url: str, tmp_path: object) -> object:
