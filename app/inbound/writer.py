@@ -81,7 +81,10 @@ def _routes(addresses: Any) -> sa.Select[Any]:
     )
 
 
-def _at(dialect: str) -> Any:
+def _at(dialect: str, *, one: bool = False) -> Any:
+    """The integration's address is among the ``addresses`` (``one``: is the ``address``)."""
+    if one:  # PostgreSQL plans this once (a generic plan); "= ANY" is planned at every call
+        return INTEGRATIONS.c.address == sa.bindparam("address", type_=sa.String())
     if dialect == "postgresql":  # one parameter, however many addresses: one cached statement
         return INTEGRATIONS.c.address == sa.any_(
             sa.bindparam("addresses", type_=postgresql.ARRAY(sa.String()))
@@ -89,13 +92,13 @@ def _at(dialect: str) -> Any:
     return INTEGRATIONS.c.address.in_(sa.bindparam("addresses", expanding=True))
 
 
-def _token_claim(dialect: str, *, when_routed: bool) -> Any:
+def _token_claim(dialect: str, *, when_routed: bool, one: bool = False) -> Any:
     """The token, unless claimed before (``when_routed``: only if an integration is at the
     ``addresses``: an unrouted mail claims it with its own delivery)."""
     binds = _binds(TokenRow, "t_")
     chosen = sa.select(*binds.values())
     if when_routed:
-        chosen = chosen.where(sa.exists().where(_at(dialect)))
+        chosen = chosen.where(sa.exists().where(_at(dialect, one=one)))
     else:
         chosen = chosen.where(sa.true())  # INSERT ... SELECT ... ON CONFLICT needs a WHERE
     return (
@@ -180,6 +183,45 @@ def _uncount(count: int) -> Any:
     )
 
 
+def _claim_and_route(dialect: str, *, one: bool) -> Any:
+    """PostgreSQL, one statement: claim the token, count the mail in the rate windows of every
+    integration at the addresses (``w_seconds``, ``w_starts``), and read those integrations with
+    their new counts (``counts``, in window order); nothing when the token was claimed before."""
+    claim = _token_claim(dialect, when_routed=True, one=one).cte("claim")
+    routed = sa.and_(_at(dialect, one=one), sa.exists(sa.select(claim.c.token)))
+    windows = (
+        sa.func.unnest(
+            sa.bindparam("w_seconds", type_=postgresql.ARRAY(COUNTERS.c.window_seconds.type)),
+            sa.bindparam("w_starts", type_=postgresql.ARRAY(COUNTERS.c.window_start.type)),
+        )
+        .table_valued("seconds", "start")
+        .render_derived()
+    )
+    counted = _counting(
+        _insert(dialect, COUNTERS).from_select(
+            _keys(CounterRow),
+            sa.select(
+                INTEGRATIONS.c.id,
+                windows.c.seconds,
+                windows.c.start,
+                sa.literal(CounterRow.count, COUNTERS.c["count"].type),  # one: this mail
+            ).where(routed),
+        )
+    ).cte("counted")
+    counts = (
+        sa.select(
+            sa.func.array_agg(
+                postgresql.aggregate_order_by(
+                    counted.c["count"], counted.c.window_seconds, counted.c.window_start
+                )
+            )
+        )
+        .where(counted.c.integration_id == INTEGRATIONS.c.id)
+        .scalar_subquery()
+    )
+    return _routes(routed).add_columns(counts.label("counts"))
+
+
 @cache
 def _statements(dialect: str) -> dict[str, Any]:
     """What the writer runs, built once per dialect (values are bound per execution)."""
@@ -192,42 +234,9 @@ def _statements(dialect: str) -> dict[str, Any]:
         "delivery": _delivery_insert(dialect, None),
     }
     if dialect == "postgresql":
-        # Round trip 1: claim the token, count the mail in the rate windows of every integration
-        # at the addresses, and read those integrations with their counts; nothing when the
-        # token was claimed before.
-        claim = statements["claim_routed"].cte("claim")
-        routed = sa.and_(_at(dialect), sa.exists(sa.select(claim.c.token)))
-        windows = (
-            sa.func.unnest(
-                sa.bindparam("w_seconds", type_=postgresql.ARRAY(COUNTERS.c.window_seconds.type)),
-                sa.bindparam("w_starts", type_=postgresql.ARRAY(COUNTERS.c.window_start.type)),
-            )
-            .table_valued("seconds", "start")
-            .render_derived()
-        )
-        counted = _counting(
-            _insert(dialect, COUNTERS).from_select(
-                _keys(CounterRow),
-                sa.select(
-                    INTEGRATIONS.c.id,
-                    windows.c.seconds,
-                    windows.c.start,
-                    sa.literal(CounterRow.count, COUNTERS.c["count"].type),  # one: this mail
-                ).where(routed),
-            )
-        ).cte("counted")
-        counts = (
-            sa.select(
-                sa.func.array_agg(
-                    postgresql.aggregate_order_by(
-                        counted.c["count"], counted.c.window_seconds, counted.c.window_start
-                    )
-                )
-            )
-            .where(counted.c.integration_id == INTEGRATIONS.c.id)
-            .scalar_subquery()
-        )
-        statements["claim_and_route"] = _routes(routed).add_columns(counts.label("counts"))
+        # Round trip 1 (a mail to one address, or to several)
+        statements["claim_and_route"] = _claim_and_route(dialect, one=False)
+        statements["claim_and_route_one"] = _claim_and_route(dialect, one=True)
         # Round trip 2: the post, its attachments and its delivery, or none of them.
         post = _post_insert(dialect, bound=True).cte("post")
         attachments = _attachment_insert(dialect, post).cte("attachment")
@@ -348,14 +357,17 @@ class Writer:
         params = {
             **_prefixed(columns(token), "t_"),
             "addresses": list(addresses),
+            "address": addresses[0],
             "w_seconds": [seconds for seconds, _ in distinct],
             "w_starts": [start for _, start in distinct],
         }
         if self.dialect == "postgresql":
+            shape = "claim_and_route_one" if len(addresses) == 1 else "claim_and_route"
+            statement = self.sql[shape]
             if self._direct():
-                rows = await self._fetch(self.sql["claim_and_route"], params)
+                rows = await self._fetch(statement, params)
             else:
-                result = await self.conn.execute(self.sql["claim_and_route"], params)
+                result = await self.conn.execute(statement, params)
                 rows = [row._mapping for row in result]
             counted = []
             for row in rows:
