@@ -245,7 +245,7 @@ class Pipeline:
                     await writer.uncount(route.id, windows)
                 elif over_rate(counts, self.settings):
                     decisions[index] = RATE_LIMITED
-            if windows:
+            if windows and conn.in_transaction():
                 await conn.commit()  # SQLite: the claim and the counts (PostgreSQL: committed)
             posting = any(d.posts for d in decisions)
             if posting:
@@ -273,7 +273,8 @@ class Pipeline:
                 repo = InboundRepository(conn)
                 duplicate = self._duplicate(repo, writer, email, key, route.platform_id, route.id)
                 outcomes.append(await duplicate)
-            await conn.commit()
+            if conn.in_transaction():  # not when each statement was one autocommitted unit
+                await conn.commit()
         return self.committed(outcomes)
 
     async def _plan(
