@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict
 
 from app.api.body_limit import BodyTooLarge
@@ -78,7 +78,7 @@ def retry_after(settings: Settings, now: float | None = None) -> int:
 
 def answer(
     provider: Provider, outcomes: Sequence[DeliveryOutcome], settings: Settings | None = None
-) -> JSONResponse:
+) -> Response:
     """Retryable if any outcome is; else 200 if any was accepted; else the refusal code.
 
     A rate-limited answer says when to retry (``Retry-After``), whatever its status code.
@@ -105,7 +105,7 @@ def answer(
         post_ids=[str(o.post_id) for o in outcomes if o.post_id],
         delivery_ids=[str(o.delivery_id) for o in outcomes if o.delivery_id],
     )
-    return JSONResponse(body.model_dump(mode="json"), status_code=code, headers=headers)
+    return _json(body, code, headers)
 
 
 def _bounded(recipients: Sequence[str], settings: Settings) -> tuple[str, ...]:
@@ -120,9 +120,16 @@ def _bounded(recipients: Sequence[str], settings: Settings) -> tuple[str, ...]:
     return tuple((ours + others)[:MAX_ENVELOPE_RECIPIENTS])
 
 
-def _failure(status: int, reason: str) -> JSONResponse:
+def _failure(status: int, reason: str) -> Response:
     body = InboundAnswer(status=DeliveryStatus.failed, reason=reason, post_ids=[], delivery_ids=[])
-    return JSONResponse(body.model_dump(mode="json"), status_code=status)
+    return _json(body, status)
+
+
+def _json(body: InboundAnswer, status: int, headers: dict[str, str] | None = None) -> Response:
+    """The answer as JSON, serialised by pydantic in one step."""
+    return Response(
+        body.model_dump_json(), status_code=status, headers=headers, media_type="application/json"
+    )
 
 
 async def receive(provider: Provider, request: Request) -> Response:
