@@ -17,7 +17,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 
 .DEFAULT_GOAL := help
 .PHONY: help install lock lock-check run migrate migration fmt lint test test-pg test-sqlite \
-	reliability openapi openapi-check openapi-lint check clean bench postfix-check
+	reliability openapi openapi-check openapi-lint check clean bench bench-cpu postfix-check
 
 help:
 	@echo "mailslot: every target installs the locked dependencies into .venv first when needed."
@@ -37,6 +37,7 @@ help:
 	@echo "  make openapi-lint   Redocly and Spectral on the spec; TypeScript types generated and the README flows type-checked"
 	@echo "  make check          lint, test, openapi-check"
 	@echo "  make bench          the inbound benchmark (needs wrk), see docs/performance.md"
+	@echo "  make bench-cpu      CPU time per mail, service against baseline, one at a time"
 	@echo "  make install        create .venv from uv.lock (uv sync --frozen --extra dev)"
 	@echo "  make lock           re-resolve uv.lock after a change to pyproject.toml"
 	@echo "  make lock-check     fail when pyproject.toml and uv.lock disagree"
@@ -119,3 +120,6 @@ clean:
 # The inbound benchmark (wrk: installed by apt-get when root on Debian/Ubuntu, else say how); see docs/performance.md.
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+bench-cpu: $(STAMP)
+	$(BIN)/python -m bench.cpu

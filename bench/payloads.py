@@ -103,12 +103,12 @@ def attach_template(count: int = 3) -> tuple[bytes, str]:
 def one_mail(recipient: str, files: list[tuple[str, str, bytes]]) -> tuple[bytes, str, str]:
     """A concrete signed multipart mail (not a template); returns body, content type, token."""
     values = sign_values(1, [recipient], urlencoded=False)[0]
-    fields = [(k, _fill(v, values)) for k, v in _fields()]
+    fields = [(k, fill(v, values)) for k, v in _fields()]
     body, ctype = multipart([*fields, ("attachment-count", str(len(files)))], files)
     return body, ctype, values["TOKEN"]
 
 
-def _fill(text: str, values: dict[str, str]) -> str:
+def fill(text: str, values: dict[str, str]) -> str:
     for key, marker in MARKERS.items():
         text = text.replace(marker, values[key])
     return text
