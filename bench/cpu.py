@@ -20,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import asyncpg  # type: ignore[import-untyped,unused-ignore]
 import psutil  # type: ignore[import-untyped,unused-ignore]
 
 from bench import payloads
@@ -28,6 +29,8 @@ from tests.inbound.payloads import MAILGUN_KEY
 from tests.reliability.harness import Cluster, Server, server_env
 
 WARM_UP = 50
+# What one mail leaves in the database, reported after the turns.
+TABLES = ("posts", "attachments", "deliveries", "provider_tokens", "rate_counters")
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -56,6 +59,24 @@ def send(port: int, bodies: list[bytes], content_type: str) -> int:
         ok += answer.status == 200
     conn.close()
     return ok
+
+
+async def footprint(database_url: str, mails: int) -> None:
+    """Rows and bytes (tables with their indexes and TOAST) per mail the service accepted."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute("VACUUM ANALYZE")
+        print(f"what {mails} mails left in the database, per mail:")
+        total = 0
+        for table in TABLES:
+            rows = await conn.fetchval(f"SELECT count(*) FROM {table}")  # noqa: S608
+            size = await conn.fetchval("SELECT pg_total_relation_size($1::regclass)", table)
+            total += size
+            print(f"  {table:16} {rows / mails:5.2f} rows  {size / mails:7.0f} bytes")
+        per_mail = total / mails
+        print(f"  {'in all':16} {'':10} {per_mail:7.0f} bytes ({per_mail / 1e3:.1f} GB a million)")
+    finally:
+        await conn.close()
 
 
 def main() -> int:
@@ -109,6 +130,7 @@ def main() -> int:
                     f"({ok}/{mails} answered 200)",
                     flush=True,
                 )
+        asyncio.run(footprint(url, rounds * (mails + WARM_UP)))
     finally:
         for server in servers:
             server.stop()
