@@ -3,7 +3,8 @@ Mailgun mails sent one at a time over one keep-alive connection, with the produc
 (rate limits included) and recipients rotating over 1,000 integrations on 10 platforms.
 
 Reported per request: the CPU time of the worker process and of PostgreSQL's processes (read from
-``/proc``), and the wall time. Unlike ``make bench`` (throughput under 16 concurrent
+``/proc``), the wall time and the write-ahead log written; then the rows and bytes a mail leaves
+in each table. Unlike ``make bench`` (throughput under 16 concurrent
 connections), this shows where a mail's cost goes, free of scheduling noise.
 
     .venv/bin/python -m bench.cpu            # BENCH_CPU_MAILS=3000, BENCH_CPU_ROUNDS=2
@@ -59,6 +60,15 @@ def send(port: int, bodies: list[bytes], content_type: str) -> int:
         ok += answer.status == 200
     conn.close()
     return ok
+
+
+async def wal_position(database_url: str) -> int:
+    """Bytes of write-ahead log written by the cluster so far."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        return int(await conn.fetchval("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')"))
+    finally:
+        await conn.close()
 
 
 async def footprint(database_url: str, mails: int) -> None:
@@ -118,15 +128,18 @@ def main() -> int:
                 assert server.process is not None  # noqa: S101
                 workers = server.worker_pids() or [server.process.pid]  # one worker: itself
                 database = postgres_pids()
+                wal0 = asyncio.run(wal_position(url))
                 worker0, database0 = cpu_seconds(workers), cpu_seconds(database)
                 started = time.perf_counter()
                 ok = send(server.port, bodies[WARM_UP:], content_type)
                 wall = time.perf_counter() - started
                 worker = (cpu_seconds(workers) - worker0) / mails * 1e6
                 db = (cpu_seconds(database) - database0) / mails * 1e6
+                wal = (asyncio.run(wal_position(url)) - wal0) / mails
                 print(
                     f"  {server.name:9} worker {worker:5.0f} us  PostgreSQL {db:4.0f} us  "
                     f"total {worker + db:5.0f} us  wall {wall / mails * 1e6:5.0f} us  "
+                    f"WAL {wal:5.0f} bytes  "
                     f"({ok}/{mails} answered 200)",
                     flush=True,
                 )
