@@ -20,7 +20,8 @@ from datetime import timedelta
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from app.blobs.store import BlobStoreUnavailable, LocalBlobStore
+from app.blobs.factory import create_blob_store
+from app.blobs.store import BlobStoreUnavailable
 from app.config import Settings
 from app.db.base import utcnow
 from app.db.engine import create_engine
@@ -60,7 +61,7 @@ async def cleanup(
     fails."""
     report = CleanupReport()
     engine = create_engine(settings.database_url)
-    blobs = LocalBlobStore(settings.blob_dir)
+    blobs = create_blob_store(settings)
     retention = timedelta(days=settings.delivery_retention_days)
     now = utcnow()
     try:
