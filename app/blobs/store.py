@@ -98,6 +98,8 @@ def _touch(path: Path) -> bool:
         os.utime(path)
     except FileNotFoundError:
         return False
+    except PermissionError:  # another user's file (a folder shared by hand): there all the same
+        return path.exists()
     return True
 
 
