@@ -201,3 +201,9 @@ def put_foreign(key: str, data: bytes) -> None:
     """An object that is not the app's (another tool's file in the bucket)."""
     with _client(endpoint()) as client:
         client.put_object(Bucket=BUCKET, Key=key, Body=data)
+
+
+def get(key: str) -> bytes:
+    """An object's bytes as the server has them (an inspection for tests, outside the app)."""
+    with _client(endpoint()) as client:
+        return bytes(client.get_object(Bucket=BUCKET, Key=key)["Body"].read())
