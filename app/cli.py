@@ -12,6 +12,7 @@ import jwt
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError
 
+from app.blobs.store import BlobStoreUnavailable
 from app.config import DEV_OPERATOR_TOKEN, ConfigurationError, Settings, get_settings
 from app.db.engine import create_engine
 from app.logging import redact
@@ -185,10 +186,15 @@ def welcome(args: argparse.Namespace) -> int:
         ),
     ):
         (inbound_on if on else inbound_off).append(paths if on else f"{paths} (set {needs})")
+    attachments = (
+        f"{settings.blob_dir}"
+        if settings.s3_location is None
+        else f"{settings.s3_location} (request bodies spooled in {settings.blob_dir})"
+    )
     lines = [
         f"mailslot {settings.environment} server: {url}",
         f"  API docs          {url}/docs (ReDoc: {url}/redoc, the spec: {url}/openapi.json)",
-        f"  database          {redact(settings.database_url)}; attachments in {settings.blob_dir}",
+        f"  database          {redact(settings.database_url)}; attachments in {attachments}",
         f"  operator token    {operator}",
         "  an admin token    MAILSLOT_ENVIRONMENT=development .venv/bin/python -m app dev-token"
         " --platform demo",
@@ -292,6 +298,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _refuse(args.command, f"configuration error: {exc}", EX_CONFIG)
     except ValidationError as exc:
         return _refuse(args.command, f"configuration error: {_settings_problem(exc)}", EX_CONFIG)
+    except BlobStoreUnavailable as exc:
+        reason = next(iter(str(exc).splitlines()), type(exc).__name__)
+        return _refuse(args.command, f"blob store error: {redact(reason)}", EX_UNAVAILABLE)
     except DBAPIError as exc:
         reason = next(iter(str(exc.orig or exc).splitlines()), type(exc).__name__)
         return _refuse(

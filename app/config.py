@@ -87,6 +87,48 @@ def parse_rate_limits(value: Any) -> list[RateLimit]:
     return limits
 
 
+class S3Location(BaseModel):
+    """Where ``BLOB_STORE=s3://bucket/prefix`` keeps blobs: ``<prefix>/<sha256>`` in ``bucket``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    bucket: str
+    prefix: str
+
+    def __str__(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+
+
+LOCAL_BLOB_STORE = "local"
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_PREFIX_SEGMENT = re.compile(r"[A-Za-z0-9!_.*'()-]+")
+
+
+def parse_blob_store(value: Any) -> str:
+    """``local`` (blank too): the folder ``BLOB_DIR``; or ``s3://bucket`` with an optional
+    ``/prefix`` (folders separated by ``/``), normalised without a trailing slash."""
+    text = "" if value is None else str(value).strip()
+    if not text or text.lower() == LOCAL_BLOB_STORE:
+        return LOCAL_BLOB_STORE
+    if not text.lower().startswith("s3://"):
+        raise ValueError("must be `local` (the folder BLOB_DIR) or s3://BUCKET/PREFIX")
+    bucket, _, prefix = text[len("s3://") :].partition("/")
+    if not _BUCKET.fullmatch(bucket) or ".." in bucket:
+        raise ValueError(
+            f"{bucket!r} is not an S3 bucket name (3 to 63 lower-case letters, digits, dots "
+            "and hyphens, starting and ending with a letter or digit)"
+        )
+    prefix = prefix.strip("/")
+    segments = prefix.split("/") if prefix else []
+    for segment in segments:
+        if not _PREFIX_SEGMENT.fullmatch(segment) or segment in {".", ".."}:
+            raise ValueError(
+                f"the prefix {prefix!r} must be folder names of letters, digits and !_.*'()- "
+                "separated by single slashes"
+            )
+    return str(S3Location(bucket=bucket, prefix=prefix))
+
+
 class ConfigurationError(RuntimeError):
     """A setting is missing or unsafe for the chosen environment."""
 
@@ -119,6 +161,60 @@ class Settings(BaseSettings):
     delivery_retention_days: int = 30
     public_base_url: str | None = None
     cors_origins: Annotated[list[str], NoDecode] = []
+    blob_store: str = LOCAL_BLOB_STORE
+    s3_endpoint_url: str | None = None
+    s3_addressing_style: Literal["auto", "path", "virtual"] | None = None
+    attachment_downloads: Literal["stream", "redirect"] = "stream"
+    attachment_redirect_seconds: int = 300
+
+    @field_validator("blob_store", mode="before")
+    @classmethod
+    def _blob_store(cls, value: Any) -> str:
+        return parse_blob_store(value)
+
+    @field_validator("s3_endpoint_url")
+    @classmethod
+    def _endpoint_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip().rstrip("/")
+        parts = urlsplit(value)
+        if parts.scheme.lower() not in {"http", "https"} or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL, such as http://127.0.0.1:9000")
+        if parts.query or parts.fragment or parts.username or parts.password:
+            raise ValueError("must be a plain URL: no credentials, query or fragment")
+        return value
+
+    @field_validator("attachment_redirect_seconds")
+    @classmethod
+    def _redirect_seconds(cls, value: int) -> int:
+        if not 1 <= value <= 7 * 24 * 3600:  # the longest a SigV4 presigned URL may live
+            raise ValueError("must be between 1 and 604800 seconds (7 days)")
+        return value
+
+    @model_validator(mode="after")
+    def _s3_settings_need_s3(self) -> Settings:
+        if self.s3_location is not None:
+            return self
+        for name, is_set in (
+            ("S3_ENDPOINT_URL", self.s3_endpoint_url is not None),
+            ("S3_ADDRESSING_STYLE", self.s3_addressing_style is not None),
+            ("ATTACHMENT_DOWNLOADS=redirect", self.attachment_downloads == "redirect"),
+        ):
+            if is_set:
+                raise ConfigurationError(
+                    f"MAILSLOT_{name} needs MAILSLOT_BLOB_STORE=s3://BUCKET/PREFIX "
+                    "(the blob store is the local folder)"
+                )
+        return self
+
+    @property
+    def s3_location(self) -> S3Location | None:
+        """The bucket and prefix of an S3 blob store; None for the local folder."""
+        if self.blob_store == LOCAL_BLOB_STORE:
+            return None
+        bucket, _, prefix = self.blob_store.removeprefix("s3://").partition("/")
+        return S3Location(bucket=bucket, prefix=prefix)
 
     @field_validator("jwt_secret", "jwt_public_key", mode="before")
     @classmethod
@@ -159,6 +255,8 @@ class Settings(BaseSettings):
         "jwt_audience",
         "jwt_issuer",
         "docs_enabled",
+        "s3_endpoint_url",
+        "s3_addressing_style",
         mode="before",
     )
     @classmethod

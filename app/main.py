@@ -23,6 +23,7 @@ from app.api.index import router as index_router
 from app.api.openapi import install as install_openapi
 from app.api.problems import install_problem_handlers
 from app.api.router import api_router
+from app.blobs.factory import create_blob_store
 from app.blobs.store import LocalBlobStore
 from app.config import Settings, get_settings
 from app.db.engine import create_engine
@@ -45,9 +46,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        swept = await asyncio.to_thread(app.state.blobs.sweep_tmp, SPOOL_LEFTOVER_SECONDS)
+        spool = LocalBlobStore(settings.blob_dir)  # request bodies, whichever the blob store
+        swept = await asyncio.to_thread(spool.sweep_tmp, SPOOL_LEFTOVER_SECONDS)
         if swept:
-            logger.info("removed %d temporary leftovers from %s", swept, app.state.blobs.tmp_dir)
+            logger.info("removed %d temporary leftovers from %s", swept, spool.tmp_dir)
+        await app.state.blobs.start()  # one client per process (S3), closed at shutdown
         if settings.uses_development_defaults:
             logger.warning(
                 "running in %s with local defaults for %s; never use these in production",
@@ -60,8 +63,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if not gc.get_freeze_count():  # once per process
             gc.collect()
             gc.freeze()
-        yield
-        await engine.dispose()
+        try:
+            yield
+        finally:
+            await app.state.blobs.close()
+            await engine.dispose()
 
     options: dict[str, Any] = {
         "title": "mailslot",
@@ -81,7 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
-    app.state.blobs = LocalBlobStore(settings.blob_dir)
+    app.state.blobs = create_blob_store(settings)
     install_problem_handlers(app)
     app.add_middleware(  # innermost: CORS and security headers apply to its 413 too
         BodyLimit,

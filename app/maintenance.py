@@ -1,4 +1,13 @@
-"""The cleanup command: purge kept content and tokens past retention, then unnamed blobs."""
+"""The cleanup command: purge kept content and tokens past retention, then unnamed blobs.
+
+An unnamed blob is deleted only when it is older than the grace period, as its store says at
+the moment of deleting, measured from the moment the names were read: a mail in flight (on any
+server) stores its blobs, or stores them again, which renews them, before its rows commit; so
+a blob that no row named when the names were read and that nobody stored since is one that no
+mail in flight is about to name, unless that mail has been in flight for the whole grace
+period (an S3 store renews a blob only when it is older than ``REFRESH_SECONDS``: keep the grace
+period well above that plus the longest request).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +20,8 @@ from datetime import timedelta
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from app.blobs.store import LocalBlobStore
+from app.blobs.factory import create_blob_store
+from app.blobs.store import BlobStoreUnavailable
 from app.config import Settings
 from app.db.base import utcnow
 from app.db.engine import create_engine
@@ -43,11 +53,15 @@ class CleanupReport:
 
 
 async def cleanup(
-    settings: Settings, *, grace_seconds: float = DEFAULT_GRACE_SECONDS
+    settings: Settings, *, grace_seconds: float = DEFAULT_GRACE_SECONDS, as_of: float | None = None
 ) -> CleanupReport:
+    """``as_of`` (Unix time): when blob ages are measured from (default: just before the names
+    are read).
+    Raises ``BlobStoreUnavailable`` (having deleted only what it could check) when the store
+    fails."""
     report = CleanupReport()
     engine = create_engine(settings.database_url)
-    blobs = LocalBlobStore(settings.blob_dir)
+    blobs = create_blob_store(settings)
     retention = timedelta(days=settings.delivery_retention_days)
     now = utcnow()
     try:
@@ -82,9 +96,8 @@ async def cleanup(
                 sa.delete(RateCounter).where(RateCounter.window_start < int(time.time()) - longest)
             )
             report.counters_purged = int(getattr(result, "rowcount", 0) or 0)
-        candidates = list(blobs.keys_older_than(grace_seconds))
-        if not candidates:
-            return report
+        # The names first: every blob a row names now, and the instant before they were read.
+        named_at = time.time() if as_of is None else as_of
         async with sessions() as session:
             named: set[str] = set()
             named.update(await session.scalars(sa.select(Attachment.sha256).distinct()))
@@ -100,14 +113,19 @@ async def cleanup(
             try:
                 doc = json.loads(await blobs.read_all(document))
                 named.update(a["sha256"] for a in doc.get("attachments", []) if a.get("sha256"))
+            except BlobStoreUnavailable:
+                raise  # not unreadable: unknown, so nothing may be deleted
             except (OSError, ValueError, TypeError, KeyError):
                 logger.warning("kept content %s is unreadable", document)
-        for key in candidates:
+        cutoff = named_at - grace_seconds
+        async for key in blobs.keys_modified_before(cutoff):
             if key in named:
                 report.blobs_kept += 1
-            else:
-                await blobs.delete(key)
+            elif await blobs.delete_if_modified_before(key, cutoff):
                 report.blobs_removed += 1
+            else:  # stored again since it was listed: a mail in flight may name it
+                report.blobs_kept += 1
     finally:
+        await blobs.close()
         await engine.dispose()
     return report

@@ -15,7 +15,7 @@ from app.config import Settings
 from app.db.base import Base
 from app.db.engine import create_engine
 from app.main import create_app
-from tests import databases
+from tests import databases, s3
 from tests.auth import JWT_AUDIENCE, JWT_ISSUER, JWT_SECRET, OPERATOR_TOKEN, URL_SIGNING_KEY
 from tests.factories import World
 
@@ -49,7 +49,27 @@ def database_url(
         yield url
 
 
-def make_settings(database_url: str, blob_dir: Path, **overrides: Any) -> Settings:
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test marked ``blob_stores`` runs on the local folder and on S3 (the moto server)."""
+    if "blob_store" in metafunc.fixturenames and metafunc.definition.get_closest_marker(
+        "blob_stores"
+    ):
+        metafunc.parametrize("blob_store", s3.KINDS, indirect=True)
+
+
+@pytest.fixture
+def blob_store(request: pytest.FixtureRequest) -> str:
+    """``local`` or ``s3``: the test's parameter (``blob_stores``), else ``TEST_BLOB_STORE``."""
+    return str(getattr(request, "param", s3.kind()))
+
+
+def make_settings(
+    database_url: str, blob_dir: Path, *, store: str | None = None, **overrides: Any
+) -> Settings:
+    """Test settings; the blob store is ``store`` (``local`` or ``s3``; default
+    ``TEST_BLOB_STORE``): the folder ``blob_dir``, or a prefix of the test S3 bucket named after
+    it (``blob_dir`` still spools request bodies). A ``blob_store`` override wins."""
+    store = "given" if "blob_store" in overrides else (store or s3.kind())
     values: dict[str, Any] = {
         "environment": "test",
         "database_url": database_url,
@@ -60,14 +80,15 @@ def make_settings(database_url: str, blob_dir: Path, **overrides: Any) -> Settin
         "url_signing_keys": URL_SIGNING_KEY,
         "jwt_audience": JWT_AUDIENCE,
         "jwt_issuer": JWT_ISSUER,
+        **(s3.settings_for(blob_dir) if store == "s3" else {}),
         **overrides,
     }
     return Settings(_env_file=None, **values)
 
 
 @pytest.fixture
-def settings(database_url: str, tmp_path: Path) -> Settings:
-    return make_settings(database_url, tmp_path / "blobs")
+def settings(database_url: str, tmp_path: Path, blob_store: str) -> Settings:
+    return make_settings(database_url, tmp_path / "blobs", store=blob_store)
 
 
 async def _empty_tables(database_url: str) -> None:
@@ -91,6 +112,7 @@ async def app(settings: Settings, database_url: str) -> AsyncIterator[FastAPI]:
     try:
         yield application
     finally:
+        await application.state.blobs.close()
         await application.state.engine.dispose()
         await _empty_tables(database_url)
 

@@ -55,6 +55,30 @@ class TestConfigurationErrors:
         assert lines[0].startswith(f"python -m app {command[0]}: configuration error: ")
         assert expected in lines[0]
 
+    def test_an_unreachable_blob_store_is_named_in_one_line(self, tmp_path: Path) -> None:
+        database = f"sqlite:///{tmp_path / 'mailslot.db'}"
+        upgrade(database)
+        result = run(
+            ["cleanup"],
+            tmp_path,
+            MAILSLOT_ENVIRONMENT="development",
+            MAILSLOT_DATABASE_URL=database,
+            MAILSLOT_BLOB_STORE="s3://mailslot-tests/cli",
+            MAILSLOT_S3_ENDPOINT_URL="http://127.0.0.1:1",  # nothing listens there
+            AWS_ACCESS_KEY_ID="mailslot-test",
+            AWS_SECRET_ACCESS_KEY="mailslot-test-secret",
+            AWS_DEFAULT_REGION="us-east-1",
+            AWS_EC2_METADATA_DISABLED="true",
+            AWS_CONFIG_FILE=os.devnull,
+            AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+            AWS_MAX_ATTEMPTS="1",
+        )
+        assert result.returncode == 69, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, result.stderr
+        assert lines[0].startswith("python -m app cleanup: blob store error: object store: ")
+        assert "127.0.0.1:1" in lines[0]
+
     def test_a_database_that_is_not_migrated_is_named_in_one_line(self, tmp_path: Path) -> None:
         result = run(
             ["dev-token", "--platform", "acme"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from app.config import DEV_JWT_SECRET, DEV_OPERATOR_TOKEN, ConfigurationError, Settings
 
 STRONG = "s" * 40
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def production(**values: Any) -> Settings:
@@ -174,3 +176,97 @@ class TestLists:
         assert production().trusted_authserv_ids == []
         monkeypatch.setenv("MAILSLOT_TRUSTED_AUTHSERV_IDS", " MX.Example.com., ,filter.example.net")
         assert production().trusted_authserv_ids == ["mx.example.com", "filter.example.net"]
+
+
+class TestBlobStore:
+    def test_the_local_folder_is_the_default(self) -> None:
+        settings = production()
+        assert settings.blob_store == "local"
+        assert settings.s3_location is None
+        assert settings.attachment_downloads == "stream"
+
+    @pytest.mark.parametrize(
+        ("value", "bucket", "prefix"),
+        [
+            ("s3://mail-attachments/mailslot/", "mail-attachments", "mailslot"),
+            (" s3://mail.attachments/a/b ", "mail.attachments", "a/b"),
+            ("s3://bucket", "bucket", ""),
+        ],
+    )
+    def test_an_s3_url_names_the_bucket_and_prefix(
+        self, monkeypatch: pytest.MonkeyPatch, value: str, bucket: str, prefix: str
+    ) -> None:
+        monkeypatch.setenv("MAILSLOT_BLOB_STORE", value)
+        monkeypatch.setenv("MAILSLOT_S3_ENDPOINT_URL", "http://127.0.0.1:9000/")
+        settings = production()
+        assert settings.s3_location is not None
+        assert (settings.s3_location.bucket, settings.s3_location.prefix) == (bucket, prefix)
+        assert settings.s3_endpoint_url == "http://127.0.0.1:9000"
+
+    @pytest.mark.parametrize(
+        ("values", "message"),
+        [
+            ({"blob_store": "/var/blobs"}, "must be `local` .* or s3://BUCKET/PREFIX"),
+            ({"blob_store": "gs://bucket/x"}, "must be `local`"),
+            ({"blob_store": "s3://Bucket_Name/x"}, "'Bucket_Name' is not an S3 bucket name"),
+            ({"blob_store": "s3://ab"}, "'ab' is not an S3 bucket name"),
+            ({"blob_store": "s3://bucket/a//b"}, "separated by single slashes"),
+            ({"blob_store": "s3://bucket/../x"}, "separated by single slashes"),
+            (
+                {"blob_store": "s3://bucket/x", "s3_endpoint_url": "minio:9000"},
+                "must be an http:// or https:// URL",
+            ),
+            (
+                {"blob_store": "s3://bucket/x", "s3_endpoint_url": "https://key:secret@s3.host"},
+                "no credentials",
+            ),
+            (
+                {"blob_store": "s3://bucket/x", "attachment_downloads": "link"},
+                "'stream' or 'redirect'",
+            ),
+            (
+                {"blob_store": "s3://bucket/x", "attachment_redirect_seconds": 0},
+                "between 1 and 604800",
+            ),
+        ],
+    )
+    def test_a_bad_value_is_refused_with_what_is_expected(
+        self, values: dict[str, Any], message: str
+    ) -> None:
+        with pytest.raises(ValueError, match=message):
+            production(**values)
+
+    @pytest.mark.parametrize(
+        ("values", "name"),
+        [
+            ({"s3_endpoint_url": "http://127.0.0.1:9000"}, "MAILSLOT_S3_ENDPOINT_URL"),
+            ({"s3_addressing_style": "path"}, "MAILSLOT_S3_ADDRESSING_STYLE"),
+            ({"attachment_downloads": "redirect"}, "MAILSLOT_ATTACHMENT_DOWNLOADS=redirect"),
+        ],
+    )
+    def test_s3_settings_without_an_s3_store_are_refused(
+        self, values: dict[str, Any], name: str
+    ) -> None:
+        with pytest.raises(ConfigurationError, match=f"{name} needs MAILSLOT_BLOB_STORE=s3://"):
+            production(**values)
+
+    def test_the_command_line_names_a_bad_store_in_one_line(self, tmp_path: Any) -> None:
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "MAILSLOT_ENVIRONMENT": "development",
+            "MAILSLOT_BLOB_STORE": "s3:/bucket",
+        }
+        result = subprocess.run(
+            [sys.executable, "-m", "app", "cleanup"],
+            env={**env, "PYTHONPATH": str(ROOT)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            cwd=tmp_path,
+        )
+        assert result.returncode == 78, result.stderr
+        assert result.stderr.strip() == (
+            "python -m app cleanup: configuration error: MAILSLOT_BLOB_STORE: Value error, "
+            "must be `local` (the folder BLOB_DIR) or s3://BUCKET/PREFIX"
+        )

@@ -8,8 +8,10 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from app.api.health import READY_TIMEOUT_SECONDS
 from app.db.engine import create_engine
 from app.main import create_app
+from tests import s3
 from tests.conftest import make_settings
 
 
@@ -58,3 +60,32 @@ async def test_a_pooled_connection_the_server_closed_is_replaced_without_an_erro
         assert new_pid != pid
     finally:
         await engine.dispose()
+
+
+class TestBlobStoreReadiness:
+    @pytest.mark.parametrize("failure", ["cut", "stall"])
+    async def test_readyz_is_503_within_its_timeout_while_the_store_does_not_answer(
+        self, database_url: str, tmp_path: Path, failure: str
+    ) -> None:
+        async with s3.Outage() as outage:
+            blob_dir = tmp_path / "blobs"
+            app = create_app(
+                make_settings(database_url, blob_dir, **s3.settings_for(blob_dir, outage.url))
+            )
+            transport = httpx.ASGITransport(app=app)
+            try:
+                async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+                    assert (await c.get("/readyz")).status_code == 200
+                    await getattr(outage, failure)()  # refused, or accepted and never answered
+                    started = time.monotonic()
+                    r = await c.get("/readyz")
+                    elapsed = time.monotonic() - started
+                    assert (r.status_code, r.json()["code"]) == (503, "unavailable")
+                    assert "blob store" in r.json()["detail"]
+                    assert elapsed < READY_TIMEOUT_SECONDS + 1
+                    assert (await c.get("/healthz")).status_code == 200
+                    await outage.restore()
+                    assert (await c.get("/readyz")).status_code == 200
+            finally:
+                await app.state.blobs.close()
+                await app.state.engine.dispose()

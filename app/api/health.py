@@ -16,7 +16,8 @@ READY_TIMEOUT_SECONDS = 3
 
 
 class Health(BaseModel):
-    """The process (`/healthz`) or the process and its database (`/readyz`) answer."""
+    """The process (`/healthz`), or the process, its database and its blob store (`/readyz`),
+    answer."""
 
     model_config = ConfigDict(
         use_attribute_docstrings=True, json_schema_extra={"examples": [{"status": "ok"}]}
@@ -34,8 +35,8 @@ async def healthz() -> Health:
 
 @router.get("/readyz", status_code=200, responses=responses(503), openapi_extra={"security": []})
 async def readyz(request: Request) -> Health:
-    """Answers 200 only while the database answers (a readiness probe), else 503 within
-    3 seconds; needs no credentials."""
+    """Answers 200 only while the database and the blob store answer (a readiness probe), else
+    503 within 3 seconds each; needs no credentials."""
     try:
         async with (
             asyncio.timeout(READY_TIMEOUT_SECONDS),
@@ -44,4 +45,9 @@ async def readyz(request: Request) -> Health:
             await conn.execute(sa.text("SELECT 1"))
     except Exception as exc:
         raise Unavailable("The database does not answer.") from exc
+    try:
+        async with asyncio.timeout(READY_TIMEOUT_SECONDS):
+            await request.app.state.blobs.check()
+    except Exception as exc:
+        raise Unavailable("The blob store does not answer.") from exc
     return Health(status="ok")

@@ -7,7 +7,7 @@ import json
 from dataclasses import asdict, replace
 from typing import Any
 
-from app.blobs.store import BlobStore
+from app.blobs.store import BlobStore, BlobStoreUnavailable
 from app.inbound.model import InboundAttachment, InboundEmail, OmittedPart
 
 VERSION = 1
@@ -78,6 +78,8 @@ async def kept_digest(sha256: str, blobs: BlobStore) -> str | None:
     """``content_digest`` of a kept document, without reading its attachments; None if gone."""
     try:
         doc: dict[str, Any] = json.loads(await blobs.read_all(sha256))
+    except BlobStoreUnavailable:
+        raise  # unknown, not gone: the caller answers 503 and the provider retries
     except (OSError, ValueError):
         return None
     h = hashlib.sha256()

@@ -10,13 +10,14 @@ from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from fastapi.responses import StreamingResponse
+from fastapi.responses import RedirectResponse, StreamingResponse
 
 from app.api.deps import CurrentUser, SessionDep, SettingsDep, UserCredentials, current_user
 from app.api.pagination import Page, Pagination
 from app.api.problems import responses
-from app.blobs.store import BlobStore
-from app.errors import NotFound, Unauthenticated
+from app.blobs.store import BlobStore, BlobStoreUnavailable
+from app.config import Settings
+from app.errors import NotFound, Unauthenticated, Unavailable
 from app.models import Attachment
 from app.posts.schemas import PostRead
 from app.posts.service import PostService
@@ -239,7 +240,25 @@ _CONTENT_RESPONSES: dict[int | str, dict[str, Any]] = {
             "X-Content-Type-Options": _NOSNIFF,
         },
     },
-    **responses(404, 422),
+    **responses(404, 422, 503),
+}
+_GET_CONTENT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    307: {
+        "description": "Only when the service runs with `ATTACHMENT_DOWNLOADS=redirect` (an S3 "
+        "blob store): the bytes are at `Location`, a presigned URL of the object store valid "
+        "for `ATTACHMENT_REDIRECT_SECONDS`, which answers with the same `Content-Type`, "
+        "`Content-Disposition` and `Cache-Control` as a 200 here.",
+        "headers": {
+            "Location": _header(
+                "A short-lived URL of the object store.",
+                "https://bucket.s3.example/attachments/9f86d0…?X-Amz-Signature=…",
+            ),
+            "ETag": _ETAG,
+            "Cache-Control": _header("Always `no-store`.", "no-store"),
+            "X-Content-Type-Options": _NOSNIFF,
+        },
+    },
+    **_CONTENT_RESPONSES,
 }
 # The Bearer token is one way in; a signed URL (the query parameters) is the other.
 _SIGNED_OR_BEARER: dict[str, Any] = {
@@ -270,13 +289,48 @@ def _headers(attachment: Attachment, size: int, max_age: int) -> dict[str, str]:
 
 
 async def _content_size(attachment: Attachment, blobs: BlobStore) -> int:
-    size = await blobs.size(attachment.sha256)
+    try:
+        size = await blobs.size(attachment.sha256)
+    except BlobStoreUnavailable as exc:
+        logger.warning("the blob store does not answer: %s", exc)
+        raise Unavailable("The attachment store does not answer; try again later.") from exc
     if size is None:
         logger.error(
             "blob %s of attachment %s is missing from the store", attachment.sha256, attachment.id
         )
         raise NotFound("The attachment's content is missing.")
     return size
+
+
+async def _redirect(
+    attachment: Attachment, blobs: BlobStore, settings: Settings, max_age: int
+) -> Response | None:
+    """With ``ATTACHMENT_DOWNLOADS=redirect``: a redirect to a presigned URL of the store that
+    answers with this API's content headers; None to stream (the setting off, a local store)."""
+    if settings.attachment_downloads != "redirect":
+        return None
+    headers = _headers(attachment, 0, max_age)
+    try:
+        url = await blobs.presigned_url(
+            attachment.sha256,
+            content_type=headers["Content-Type"],
+            content_disposition=headers["Content-Disposition"],
+            cache_control=headers["Cache-Control"],
+            expires_in=settings.attachment_redirect_seconds,
+        )
+    except BlobStoreUnavailable as exc:
+        raise Unavailable("The attachment store does not answer; try again later.") from exc
+    if url is None:
+        return None
+    return RedirectResponse(
+        url,
+        status_code=307,
+        headers={
+            "ETag": headers["ETag"],
+            "Cache-Control": "no-store",  # the URL expires; the next visit asks again
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
 
 
 def _not_modified(request: Request, attachment: Attachment, max_age: int) -> Response | None:
@@ -297,11 +351,11 @@ def _not_modified(request: Request, attachment: Attachment, max_age: int) -> Res
     "/{attachment_id}/content",
     status_code=200,
     response_class=StreamingResponse,
-    responses=_CONTENT_RESPONSES,
+    responses=_GET_CONTENT_RESPONSES,
     openapi_extra=_SIGNED_OR_BEARER,
 )
 async def get_attachment_content(
-    request: Request, found: AuthorisedAttachment, blobs: Blobs
+    request: Request, found: AuthorisedAttachment, blobs: Blobs, settings: SettingsDep
 ) -> Response:
     """Download an attachment, with a Bearer token or through its signed `url` (no header).
 
@@ -311,12 +365,17 @@ async def get_attachment_content(
     if (not_modified := _not_modified(request, attachment, max_age)) is not None:
         return not_modified
     size = await _content_size(attachment, blobs)
+    if (redirect := await _redirect(attachment, blobs, settings, max_age)) is not None:
+        return redirect
     chunks = blobs.read(attachment.sha256)
     try:
         first = await anext(chunks, b"")
     except FileNotFoundError:
         logger.error("blob %s of attachment %s vanished", attachment.sha256, attachment.id)
         raise NotFound("The attachment's content is missing.") from None
+    except BlobStoreUnavailable as exc:
+        logger.warning("the blob store does not answer: %s", exc)
+        raise Unavailable("The attachment store does not answer; try again later.") from exc
 
     async def body() -> AsyncIterator[bytes]:
         if first:
@@ -337,7 +396,8 @@ async def get_attachment_content(
 async def head_attachment_content(
     request: Request, found: AuthorisedAttachment, blobs: Blobs
 ) -> Response:
-    """The headers of `get_attachment_content`, without the bytes."""
+    """The headers of `get_attachment_content`, without the bytes (never a redirect: a
+    presigned URL is signed for GET only)."""
     attachment, max_age = found
     if (not_modified := _not_modified(request, attachment, max_age)) is not None:
         return not_modified

@@ -6,6 +6,7 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
+import pytest
 import sqlalchemy as sa
 from fastapi import FastAPI
 
@@ -22,6 +23,7 @@ async def _post(client: httpx.AsyncClient, payload: dict[str, Any]) -> httpx.Res
     return await client.post("/inbound/postmark", json=payload, headers=basic())
 
 
+@pytest.mark.blob_stores
 class TestUnroutedRetention:
     async def test_unrouted_rows_go_after_retention_and_routed_ones_stay(
         self, client: httpx.AsyncClient, inbox: Inbox, app: FastAPI, settings: Settings

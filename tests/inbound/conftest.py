@@ -25,10 +25,11 @@ RATE_LIMITS_IDS = ("limits-off", "limits-default")
 
 
 @pytest.fixture
-def settings(database_url: str, tmp_path: Path, rate_limits: str) -> Settings:
+def settings(database_url: str, tmp_path: Path, rate_limits: str, blob_store: str) -> Settings:
     return make_settings(
         database_url,
         tmp_path / "blobs",
+        store=blob_store,
         mailgun_signing_key=f"old-key-0123456789,{MAILGUN_KEY}",
         inbound_username=INBOUND_USER,
         inbound_password=f"previous-password,{INBOUND_PASSWORD}",

@@ -40,6 +40,7 @@ LIMIT = 5 * MiB
 
 
 class TestMailgun:
+    @pytest.mark.blob_stores
     async def test_parsed_mail_with_attachment_becomes_a_post(
         self, client: httpx.AsyncClient, inbox: Inbox
     ) -> None:
@@ -203,6 +204,7 @@ class TestSendGrid:
 
 
 class TestPostmark:
+    @pytest.mark.blob_stores
     async def test_json_with_inline_image(self, client: httpx.AsyncClient, inbox: Inbox) -> None:
         png = b"\x89PNG\r\n\x1a\n" + b"\0" * 100
         payload = postmark_json(
@@ -317,6 +319,7 @@ class TestRules:
             headers=basic(),
         )
 
+    @pytest.mark.blob_stores
     async def test_attachment_of_exactly_the_limit_is_posted_one_more_byte_is_refused(
         self, client: httpx.AsyncClient, inbox: Inbox
     ) -> None:
@@ -335,6 +338,7 @@ class TestRules:
         assert len(posts) == 1
         assert posts[0]["attachments"][0]["size"] == LIMIT
 
+    @pytest.mark.blob_stores
     async def test_drop_policy_posts_and_lists_the_omitted_file(
         self, client: httpx.AsyncClient, world: object, inbox: Inbox
     ) -> None:
@@ -944,6 +948,7 @@ class TestRawMessages:
         assert post["subject"] == "Compte rendu – été"  # noqa: RUF001
         assert post["text"].strip() == "Voilà le compte rendu."
 
+    @pytest.mark.blob_stores
     async def test_forwarded_mail_is_kept_as_an_eml_attachment(
         self, client: httpx.AsyncClient, inbox: Inbox
     ) -> None:
@@ -1008,6 +1013,7 @@ class TestEndpoints:
         assert r.headers["content-type"] == "application/problem+json"
 
 
+@pytest.mark.blob_stores
 async def test_spool_leftovers_are_swept_at_start_up(settings: object, tmp_path: object) -> None:
     import os
     from pathlib import Path

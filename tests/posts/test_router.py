@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
@@ -17,11 +18,13 @@ import pytest
 import sqlalchemy as sa
 from fastapi import FastAPI
 
+from app.config import Settings
 from app.main import create_app
 from app.models import Attachment, Post
 from app.posts import signing
 from app.posts.router import content_disposition, safe_content_type
 from tests.auth import bearer
+from tests.conftest import make_settings
 from tests.factories import World
 
 P, FOREIGN = "p1", "p2"
@@ -409,6 +412,7 @@ async def attachment_of(client: httpx.AsyncClient, post: Post, index: int = 0) -
     return attachment
 
 
+@pytest.mark.blob_stores
 class TestAttachmentContent:
     async def test_download_is_byte_identical_with_safe_headers(
         self, client: httpx.AsyncClient, scene: Scene
@@ -613,6 +617,56 @@ class TestAttachmentContent:
         assert r.status_code == 200
         assert r.content == b""
         assert r.headers["content-length"] == "0"
+
+
+class TestRedirectToTheStore:
+    """``ATTACHMENT_DOWNLOADS=redirect`` (S3): the bytes come from a presigned URL of the store,
+    with this API's content headers; authorisation, HEAD and 304 are still answered here."""
+
+    @pytest.fixture
+    def settings(self, database_url: str, tmp_path: Path) -> Settings:
+        return make_settings(
+            database_url,
+            tmp_path / "blobs",
+            store="s3",
+            attachment_downloads="redirect",
+            attachment_redirect_seconds=120,
+        )
+
+    async def test_a_download_is_a_short_lived_redirect_serving_the_same_headers(
+        self, client: httpx.AsyncClient, scene: Scene
+    ) -> None:
+        svg = b"<svg xmlns='http://www.w3.org/2000/svg' onload='alert(1)'/>"
+        post = await add_post(scene.app, scene, files=[File("Über.svg", "image/svg+xml", svg)])
+        attachment = await attachment_of(client, post)
+        r = await client.get(attachment["url"])
+        assert r.status_code == 307, r.text
+        assert r.headers["cache-control"] == "no-store"
+        assert r.headers["etag"] == f'"{attachment["sha256"]}"'
+        location = r.headers["location"]
+        assert "X-Amz-Expires=120" in location
+        async with httpx.AsyncClient() as browser:
+            served = await browser.get(location)
+        assert served.status_code == 200
+        assert served.content == svg
+        assert served.headers["content-type"] == "application/octet-stream"  # never rendered
+        assert served.headers["content-disposition"] == content_disposition("Über.svg")
+        assert served.headers["cache-control"].startswith("private, max-age=")
+
+    async def test_head_304_and_authorisation_are_answered_here(
+        self, client: httpx.AsyncClient, scene: Scene
+    ) -> None:
+        post = await add_post(scene.app, scene, files=[File("photo.png", "image/png", PNG)])
+        attachment = await attachment_of(client, post)
+        path = f"/v1/attachments/{attachment['id']}/content"
+        head = await client.head(attachment["url"])  # a presigned URL is for GET only
+        assert head.status_code == 200
+        assert head.headers["content-length"] == str(len(PNG))
+        etag = f'"{attachment["sha256"]}"'
+        r = await client.get(path, headers={**MEMBER, "If-None-Match": etag})
+        assert r.status_code == 304
+        assert_problem(await client.get(path), 401, "unauthenticated")
+        assert_problem(await client.get(path, headers=OUTSIDER), 404, "not_found")
 
 
 class TestSigning:
