@@ -257,6 +257,9 @@ def _redacted_fields(fields: dict[str, Any]) -> dict[str, Any]:
     return {key: _redacted_value(value) for key, value in fields.items()}
 
 
+_ENCODER = json.JSONEncoder(default=str, separators=(",", ":"))  # made once, not per line
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: ``time`` (UTC, milliseconds), ``level``, ``logger``, ``pid``,
     ``message``, then the line's fields (``fields_of``), ``exc_info`` and ``stack_info``."""
@@ -287,13 +290,13 @@ class JsonFormatter(logging.Formatter):
             document["exc_info"] = record.exc_text
         if record.stack_info:
             document["stack_info"] = record.stack_info
-        line = json.dumps(document, default=str, separators=(",", ":"))
+        line = _ENCODER.encode(document)
         # JSON writes what the rules look for as it is (``@``, ``://``, the words): a line
-        # without any of it has nothing to redact. Otherwise each text is redacted (the message
-        # and traceback were already: redacting again changes nothing), and the line remade.
+        # without any of it has nothing to redact. Otherwise each of its texts is redacted (the
+        # message and traceback were already: again, it changes nothing), and the line remade.
         if not _may_hold_secret(line):
             return line
-        return json.dumps(_redacted_fields(document), default=str, separators=(",", ":"))
+        return _ENCODER.encode(_redacted_fields(document))
 
 
 class TextFormatter(logging.Formatter):
