@@ -323,10 +323,14 @@ def instrument_engine(engine: AsyncEngine) -> None:
     def pool_changed(returning: int) -> Any:
         def changed(*_: Any) -> None:
             m = _metrics
-            checked_out = getattr(sync.pool, "checkedout", None)  # queue pools count them
-            if m is not None and checked_out is not None:
-                # A connection being checked in is still counted out when its event fires.
-                m.pool_in_use.set(checked_out() - returning)
+            if m is None:
+                return
+            try:
+                in_use: int = sync.pool.checkedout()  # type: ignore[attr-defined]
+            except AttributeError:  # a pool that does not count them (the engine's queue does)
+                return
+            # A connection being checked in is still counted out when its event fires.
+            m.pool_in_use.set(in_use - returning)
 
         return changed
 
