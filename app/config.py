@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Local defaults for development and tests only; production refuses to start with them.
@@ -150,6 +150,13 @@ class Settings(BaseSettings):
     operator_token: Annotated[list[SecretStr], NoDecode] = []
     url_signing_keys: Annotated[list[SecretStr], NoDecode] = []
     docs_enabled: bool | None = None  # unset: on outside production
+    # Observability (app/observability): log lines, /metrics, optional tracing.
+    log_format: Literal["json", "text"] | None = None  # unset: json in production, else text
+    metrics_access: Literal["operator", "open"] = "operator"
+    metrics_dir: Path | None = None  # unset: <temp dir>/mailslot-metrics-<uid>
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT"
+    )  # the OpenTelemetry SDK's own variable (no MAILSLOT_ prefix); unset: no tracing
     mailgun_signing_key: Annotated[list[SecretStr], NoDecode] = []
     inbound_username: str | None = None
     inbound_password: Annotated[list[SecretStr], NoDecode] = []
@@ -250,6 +257,8 @@ class Settings(BaseSettings):
 
     @field_validator(
         "inbound_domain",
+        "log_format",
+        "otel_exporter_otlp_endpoint",
         "public_base_url",
         "inbound_username",
         "jwt_audience",
@@ -294,9 +303,13 @@ class Settings(BaseSettings):
             self._check_production()
             if self.docs_enabled is None:
                 self.docs_enabled = False
+            if self.log_format is None:
+                self.log_format = "json"
             return self
         if self.docs_enabled is None:
             self.docs_enabled = True
+        if self.log_format is None:
+            self.log_format = "text"
         if self.inbound_domain is None:
             self.inbound_domain = DEV_INBOUND_DOMAIN
         if not self.jwt_secret and not self.jwt_public_key:

@@ -27,7 +27,8 @@ from app.blobs.factory import create_blob_store
 from app.blobs.store import LocalBlobStore
 from app.config import Settings, get_settings
 from app.db.engine import create_engine
-from app.logging import install as install_log_redaction
+from app.logging import configure as configure_logging
+from app.observability.setup import install as install_observability
 
 logger = logging.getLogger("mailslot")
 
@@ -41,7 +42,7 @@ def _operation_id(route: APIRoute) -> str:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    install_log_redaction()  # uvicorn has configured its loggers by now
+    configure_logging(settings.log_format)  # uvicorn has configured its loggers by now
     engine = create_engine(settings.database_url)
 
     @asynccontextmanager
@@ -102,6 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["Authorization", "Content-Type"],
         )
     app.add_middleware(SecurityHeaders)  # added last: outermost, so CORS answers carry it too
+    install_observability(app)  # metrics, X-Request-ID (outermost), the blob store's errors
     app.include_router(index_router)
     app.include_router(health_router)
     app.include_router(api_router)

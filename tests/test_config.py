@@ -270,3 +270,35 @@ class TestBlobStore:
             "python -m app cleanup: configuration error: MAILSLOT_BLOB_STORE: Value error, "
             "must be `local` (the folder BLOB_DIR) or s3://BUCKET/PREFIX"
         )
+
+
+class TestObservability:
+    def test_logs_are_json_in_production_and_text_elsewhere_unless_set(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        assert production().log_format == "json"
+        assert Settings(_env_file=None, environment="development").log_format == "text"
+        monkeypatch.setenv("MAILSLOT_LOG_FORMAT", "text")
+        assert production().log_format == "text"
+        monkeypatch.setenv("MAILSLOT_LOG_FORMAT", "")
+        assert production().log_format == "json"
+        monkeypatch.setenv("MAILSLOT_LOG_FORMAT", "xml")
+        with pytest.raises(ValueError, match="log_format"):
+            production()
+
+    def test_metrics_need_the_operator_token_unless_opened(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        assert production().metrics_access == "operator"
+        monkeypatch.setenv("MAILSLOT_METRICS_ACCESS", "open")
+        assert production().metrics_access == "open"
+        monkeypatch.setenv("MAILSLOT_METRICS_ACCESS", "public")
+        with pytest.raises(ValueError, match="metrics_access"):
+            production()
+
+    def test_tracing_reads_opentelemetrys_own_variable(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        assert production().otel_exporter_otlp_endpoint is None
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318")
+        assert production().otel_exporter_otlp_endpoint == "http://collector:4318"

@@ -66,6 +66,12 @@ SECURITY_SCHEMES = {
     }
 }
 
+REQUEST_ID_HEADER = {
+    "description": "The request's id: the proxy's `X-Request-ID` when it is 1 to 128 letters, "
+    "digits and `._~:+/=-`, else one made for it. Every log line of the request names it.",
+    "schema": {"type": "string", "examples": ["3f2b9c1d0a8e4f6b9d7c5a3e1f0b2d4c"]},
+}
+
 # The answers FastAPI's own validation adds: documented as the problems they are.
 _FASTAPI_422 = {"HTTPValidationError", "ValidationError"}
 
@@ -100,11 +106,13 @@ def document(app: FastAPI) -> dict[str, Any]:
             restore_nulls(example, schema, schemas)
         _unwrap_descriptions(schema)
     components.setdefault("securitySchemes", {}).update(SECURITY_SCHEMES)
+    components.setdefault("headers", {})["X-Request-ID"] = REQUEST_ID_HEADER
     for path, item in spec.get("paths", {}).items():
         for operation in item.values():
             _describe_path_parameters(operation)
             _problems(path, operation)
             _examples(operation, schemas)
+            _request_id(operation)
     for name in _FASTAPI_422:
         schemas.pop(name, None)
     return spec
@@ -182,6 +190,16 @@ def _problems(path: str, operation: dict[str, Any]) -> None:
             answers.setdefault("413", problem_doc(413, [ProblemCode.payload_too_large]))
         answers.setdefault("500", problem_doc(500, [ProblemCode.internal_error]))
         answers.setdefault("503", problem_doc(503, [ProblemCode.unavailable]))
+
+
+def _request_id(operation: dict[str, Any]) -> None:
+    """Every answer carries ``X-Request-ID`` (app.api.request_id)."""
+    reference = {"$ref": "#/components/headers/X-Request-ID"}
+    for status, response in operation["responses"].items():
+        operation["responses"][status] = {
+            **response,
+            "headers": {**response.get("headers", {}), "X-Request-ID": reference},
+        }
 
 
 def _is_problem(response: dict[str, Any]) -> bool:

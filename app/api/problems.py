@@ -19,6 +19,8 @@ from starlette.routing import Match
 
 from app.api.headers import security_headers
 from app.errors import AppError
+from app.logging import FIELDS
+from app.observability.context import SCOPE_KEY
 
 logger = logging.getLogger("mailslot.errors")
 
@@ -219,9 +221,20 @@ def allowed_methods(request: Request) -> list[str]:
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     # Answered by the outermost layer, past the middleware that adds these to every answer.
-    return problem_response(500, headers=security_headers(request.url.path))
+    headers = security_headers(request.url.path)
+    record = request.scope.get(SCOPE_KEY)
+    request_id = getattr(record, "request_id", None)
+    if request_id is not None:
+        headers["X-Request-ID"] = request_id
+    logger.exception(
+        "unhandled error on %s %s",
+        request.method,
+        request.url.path,
+        exc_info=exc,
+        extra={FIELDS: {"request_id": request_id}},
+    )
+    return problem_response(500, headers=headers)
 
 
 def install_problem_handlers(app: FastAPI) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from app.api.deps import JsonBodyOnly
+from app.api.metrics import router as metrics_router
 from app.deliveries.router import router as deliveries_router
 from app.groups.router import router as groups_router
 from app.inbound.router import router as inbound_router
@@ -28,3 +29,4 @@ for router in (
     deliveries_router,
 ):
     api_router.include_router(router, dependencies=[JsonBodyOnly])
+api_router.include_router(metrics_router)

@@ -44,6 +44,7 @@ from app.inbound.model import InboundEmail
 from app.inbound.repository import FINAL_STATUSES, InboundRepository
 from app.inbound.rows import (
     DESCRIBED,
+    AttachmentRow,
     DeliveryRow,
     PostRow,
     TokenRow,
@@ -68,15 +69,20 @@ class DeliveryOutcome:
     post_id: uuid.UUID | None = None
     integration_id: uuid.UUID | None = None
     probe: bool = False  # no recipient at our domain (a provider's set-up check)
+    platform_id: str | None = None
+    attachment_bytes: int = 0  # of the post made, when this outcome made one
 
     @classmethod
-    def of(cls, row: DeliveryRow) -> DeliveryOutcome:
+    def of(cls, row: DeliveryRow, attachments: Sequence[AttachmentRow] = ()) -> DeliveryOutcome:
+        """The outcome ``row`` records (``attachments``: those of the post it made)."""
         return cls(
             status=row.status,
             reason=row.reason,
             delivery_id=row.id,
             post_id=row.post_id,
             integration_id=row.integration_id,
+            platform_id=row.platform_id,
+            attachment_bytes=sum(a.size for a in attachments),
         )
 
 
@@ -195,6 +201,7 @@ class Pipeline:
                             status=DeliveryStatus.duplicate,
                             delivery_id=tried[0].id,
                             integration_id=tried[0].integration_id,
+                            platform_id=tried[0].platform_id,
                         )
                     ]
             routes = await repo.routes(routed)
@@ -265,7 +272,7 @@ class Pipeline:
                 limit = self.settings.max_attachment_bytes
                 attachments = attachment_rows(email, post, limit) if post else []
                 if await writer.write(post, attachments, delivery):
-                    outcomes.append(DeliveryOutcome.of(delivery))
+                    outcomes.append(DeliveryOutcome.of(delivery, attachments))
                     continue
                 # The claim was committed before the write (PostgreSQL, or rate limits on),
                 # and a retry of this event that found it claimed with nothing recorded yet
@@ -390,7 +397,7 @@ class Pipeline:
         if not await writer.write(post, attachments, delivery):
             # A concurrent delivery of the same mail committed first.
             return await self._duplicate(repo, writer, email, key, route.platform_id, route.id)
-        return DeliveryOutcome.of(delivery)
+        return DeliveryOutcome.of(delivery, attachments)
 
     # --- a mail seen before ----------------------------------------------------------------------
 
@@ -483,4 +490,5 @@ def _repeat(delivery: Delivery, probe: bool = False) -> DeliveryOutcome:
         post_id=delivery.post_id,
         integration_id=delivery.integration_id,
         probe=probe and delivery.integration_id is None,
+        platform_id=delivery.platform_id,
     )

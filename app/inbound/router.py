@@ -30,6 +30,7 @@ from app.inbound.providers import PROVIDERS
 from app.inbound.providers.base import Envelope, Provider
 from app.inbound.service import DeliveryOutcome, InboundService
 from app.models import DeliveryStatus, RejectionReason
+from app.observability import context
 
 logger = logging.getLogger("mailslot.inbound")
 
@@ -105,7 +106,7 @@ def answer(
         post_ids=[str(o.post_id) for o in outcomes if o.post_id],
         delivery_ids=[str(o.delivery_id) for o in outcomes if o.delivery_id],
     )
-    return _json(body, code, headers)
+    return _json(body, code, headers, outcomes)
 
 
 def _bounded(recipients: Sequence[str], settings: Settings) -> tuple[str, ...]:
@@ -125,8 +126,17 @@ def _failure(status: int, reason: str) -> Response:
     return _json(body, status)
 
 
-def _json(body: InboundAnswer, status: int, headers: dict[str, str] | None = None) -> Response:
-    """The answer as JSON, serialised by pydantic in one step."""
+def _json(
+    body: InboundAnswer,
+    status: int,
+    headers: dict[str, str] | None = None,
+    outcomes: Sequence[DeliveryOutcome] = (),
+) -> Response:
+    """The answer as JSON, serialised by pydantic in one step; what it says, and the outcomes it
+    folds, are recorded on the request for its log line and metrics (app.observability)."""
+    record = context.current()
+    if record is not None:
+        record.outcome, record.reason, record.outcomes = body.status, body.reason, outcomes
     return Response(
         body.model_dump_json(), status_code=status, headers=headers, media_type="application/json"
     )
@@ -137,6 +147,9 @@ async def receive(provider: Provider, request: Request) -> Response:
     deliver and answer."""
     state = request.app.state
     settings: Settings = state.settings
+    record = context.current()
+    if record is not None:
+        record.provider = provider.name
     if not provider.enabled(settings):
         return problem_response(404, detail=EndpointDisabled().detail)
     service = InboundService(state.sessionmaker, state.blobs, settings)

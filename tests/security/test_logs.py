@@ -18,14 +18,18 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import settings as examples
+from hypothesis import strategies as st
 
 from app.config import DEV_OPERATOR_TOKEN, Settings
-from app.logging import redact
+from app.logging import FIELDS, JsonFormatter, TextFormatter, redact
 from tests import databases
 from tests.auth import JWT_AUDIENCE, JWT_ISSUER, JWT_SECRET, OPERATOR_TOKEN, bearer
 from tests.conftest import make_settings
@@ -140,6 +144,36 @@ class TestRedact:
         assert redact(text) == expected
         assert redact(expected) == expected
 
+    @examples(max_examples=1000, deadline=None)
+    @given(
+        st.lists(
+            st.sampled_from(
+                [
+                    *("@", "%40", "://", "eyJ", "EYJ", "/inbound/", "?", "Authoriz", "ation"),
+                    *("BASIC ", "Bearer ", "passw", "SECRET", "signing_key", "Api_Key"),
+                    *("news.k3x9", "in.example.com", " ", ":", "=", "'", "x", "0", "/", "."),
+                ]
+            ),
+            max_size=8,
+        ).map("".join)
+    )
+    def test_the_quick_check_lets_through_only_what_no_rule_changes(self, text: str) -> None:
+        """``redact`` looks for what the rules need before it runs them: it must never skip a
+        text that one of them would change."""
+        from app.logging import _RULES
+
+        every_rule = text
+        for pattern, replacement in _RULES:
+            every_rule = pattern.sub(replacement, every_rule)
+        assert redact(text) == every_rule
+
+    @pytest.mark.parametrize(
+        "word", ["PASSWORD", "Passwd", "secret", "SIGNING_KEY", "api_key", "x_secrets"]
+    )
+    @pytest.mark.parametrize("separator", ["=", ": ", "='"])
+    def test_every_secret_word_in_any_case(self, word: str, separator: str) -> None:
+        assert redact(f"{word}{separator}hunter2") == f"{word}{separator}<redacted>"
+
     def test_a_record_is_redacted_in_its_arguments_and_traceback(self) -> None:
         try:
             raise RuntimeError("no route for news.k3x9@in.example.com")
@@ -164,6 +198,78 @@ class TestRedact:
         )
         RedactingFilter().filter(record)
         assert record.args == ("127.0.0.1:5", "POST", "/inbound/mime?<redacted>", "1.1", 200)
+
+
+class TestLineFormats:
+    """The JSON and text lines (app.logging.configure): redacted like every record, fields too."""
+
+    def record(
+        self, msg: str, *args: Any, name: str = "mailslot.x", **fields: Any
+    ) -> logging.LogRecord:
+        extra = {FIELDS: fields} if fields else None
+        logger = logging.getLogger(name)
+        return logger.makeRecord(name, logging.INFO, __file__, 1, msg, args, None, extra=extra)
+
+    def test_a_json_line_redacts_its_message_and_its_fields(self) -> None:
+        record = self.record(
+            "mail to %s",
+            "news.k3x9@in.example.com",
+            request_id="eyJhbGciOi.eyJzdWIi.sig0",
+            path="/inbound/mime?recipient=news.k3x9%40in.example.com",
+            recipients=["news.k3x9@in.example.com", "Authorization: Basic bWFpbHNsb3Q6cHc="],
+            size=12,
+            reason=None,
+        )
+        line = JsonFormatter().format(record)
+        assert "\n" not in line
+        document = json.loads(line)
+        assert document["message"] == "mail to <redacted>@in.example.com"
+        assert document["request_id"] == "<redacted>"
+        assert document["path"] == "/inbound/mime?<redacted>"
+        assert document["recipients"] == [
+            "<redacted>@in.example.com",
+            "Authorization: Basic <redacted>",
+        ]
+        assert (document["size"], document["reason"]) == (12, None)
+        assert (document["level"], document["logger"]) == ("INFO", "mailslot.x")
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", document["time"])
+
+    def test_a_json_line_keeps_its_traceback_redacted_on_one_line(self) -> None:
+        try:
+            raise RuntimeError("no route for news.k3x9@in.example.com (password=hunter2)")
+        except RuntimeError:
+            record = logging.getLogger("mailslot.x").makeRecord(
+                "mailslot.x", logging.ERROR, __file__, 1, "failed", (), sys.exc_info()
+            )
+        line = JsonFormatter().format(record)
+        assert len(line.splitlines()) == 1
+        trace = json.loads(line)["exc_info"]
+        assert "Traceback (most recent call last)" in trace
+        assert "<redacted>@in.example.com" in trace
+        assert "news.k3x9" not in line
+        assert "hunter2" not in line
+
+    def test_a_text_line_shows_its_fields_redacted(self) -> None:
+        record = self.record("inbound", path="/inbound/mime?sender=a%40b.org", ids=["1", "2"])
+        line = TextFormatter().format(record)
+        assert line.endswith(" INFO mailslot.x: inbound path=/inbound/mime?<redacted> ids=1,2")
+
+    def test_uvicorns_access_line_is_dropped_for_inbound_paths_only(self) -> None:
+        from app.logging import INBOUND_ACCESS_FILTER
+
+        def access(path: str) -> logging.LogRecord:
+            args = ("127.0.0.1:5", "POST", path, "1.1", 200)
+            return self.record('%s - "%s %s HTTP/%s" %d', *args, name="uvicorn.access")
+
+        assert not INBOUND_ACCESS_FILTER.filter(access("/inbound/mime?recipient=a%40b.org"))
+        kept = access("/v1/integrations/news.k3x9@in.example.com")
+        assert INBOUND_ACCESS_FILTER.filter(kept)
+        document = json.loads(JsonFormatter().format(kept))
+        assert document["path"] == "/v1/integrations/<redacted>@in.example.com"
+        assert (document["method"], document["status"]) == ("POST", 200)
+        assert document["message"] == (
+            '127.0.0.1:5 - "POST /v1/integrations/<redacted>@in.example.com HTTP/1.1" 200'
+        )
 
 
 async def test_in_process_logs_at_debug_name_no_secret(
@@ -309,8 +415,20 @@ def _wait_until_ready(client: httpx.Client, process: subprocess.Popen[bytes]) ->
     pytest.fail("the server did not start")
 
 
-def _exercise(client: httpx.Client) -> list[str]:
-    """Management calls and deliveries of every outcome; returns the addresses' secrets."""
+@dataclass
+class Exercised:
+    secrets: list[str]  # the addresses' local parts and tokens
+    integration_id: str
+    inbound_requests: int
+    request_ids: dict[str, str]  # X-Request-ID answered, by request
+
+
+PROXY_REQUEST_ID = "proxy-7f3a.9c21:req/42"
+UNSAFE_REQUEST_IDS = {"spaces": "not an id", "address": "x.tok3n@in.example.com", "long": "a" * 129}
+
+
+def _exercise(client: httpx.Client) -> Exercised:
+    """Management calls and deliveries of every outcome."""
     admin = bearer("root", "p1", "admin")
     # The operator token is left at its development default: the app says so in its log.
     operator = {"Authorization": f"Bearer {DEV_OPERATOR_TOKEN}"}
@@ -335,19 +453,33 @@ def _exercise(client: httpx.Client) -> list[str]:
     assert client.get(f"/v1/integrations/{iid}", headers=admin).status_code == 200
     assert client.get(f"/v1/integrations/{address}", headers=admin).status_code == 422
     assert client.get("/v1/groups", headers={"Authorization": "Bearer x.y.z"}).status_code == 401
+    sent = 0
+    request_ids: dict[str, str] = {}
+
+    def inbound(path: str, label: str | None = None, **kwargs: Any) -> int:
+        nonlocal sent
+        sent += 1
+        r = client.request(kwargs.pop("method", "POST"), path, **kwargs)
+        if label is not None:
+            request_ids[label] = r.headers["X-Request-ID"]
+        return r.status_code
 
     def mime(to: str, raw: bytes, headers: dict[str, str], path: str = "/inbound/mime") -> int:
         params = {"recipient": to, "sender": "alice@example.org"}
-        return client.post(path, params=params, content=raw, headers=headers).status_code
+        label = headers.pop("label", None)
+        return inbound(path, label, params=params, content=raw, headers=headers)
 
     wrong = {"Authorization": f"Basic {credentials(INBOUND_USER, WRONG_PASSWORD)}"}
-    assert mime(address, mime_message(address), basic()) == 200
+    accepted = {**basic(), "X-Request-ID": PROXY_REQUEST_ID, "label": "accepted"}
+    assert mime(address, mime_message(address), accepted) == 200
     assert mime(address, mime_message(address, headers={"Auto-Submitted": "auto"}), basic()) == 422
     assert mime(GHOST, mime_message(GHOST), basic()) == 422
     assert mime(address, mime_message(address), wrong) == 401
     assert mime(address, mime_message(address), {}) == 401
+    for label, unsafe in UNSAFE_REQUEST_IDS.items():
+        assert mime(address, b"", {"X-Request-ID": unsafe, "label": label}) == 401
     assert mime(address, b"", basic(), path="/inbound/mime/") == 404
-    assert client.get("/inbound/mime", params={"recipient": address}).status_code == 405
+    assert inbound("/inbound/mime", method="GET", params={"recipient": address}) == 405
     r = client.post("/inbound/postmark", json=postmark_json(address), headers=basic())
     assert r.status_code == 200
     assert client.post("/inbound/postmark", content=b"{", headers=basic()).status_code == 403
@@ -356,21 +488,32 @@ def _exercise(client: httpx.Client) -> list[str]:
     assert client.post("/inbound/mailgun", data=bad).status_code == 401
     fields = {"envelope": json.dumps({"to": [address], "from": "a@example.org"}), "text": "x"}
     assert client.post("/inbound/sendgrid", data=fields, headers=basic()).status_code == 200
+    sent += 5
     assert (
         client.delete(f"/v1/integrations/{integrations[1]['id']}", headers=admin).status_code == 204
     )
     assert mime(other, mime_message(other), basic()) == 422
-    return [*address_secrets(address), *address_secrets(other)]
+    return Exercised(
+        secrets=[*address_secrets(address), *address_secrets(other)],
+        integration_id=iid,
+        inbound_requests=sent,
+        request_ids=request_ids,
+    )
 
 
-def test_the_real_server_logs_no_secret(tmp_path: Path, server_socket: socket.socket) -> None:
+def _run_server(
+    tmp_path: Path, server_socket: socket.socket, log_format: str
+) -> tuple[str, Exercised]:
+    """The server as uvicorn runs it (one process, debug level) through ``_exercise``: its logs."""
     url = f"sqlite:///{tmp_path / 'mailslot.db'}"
     databases.upgrade(url)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAILSLOT_")}
     env |= {
         "MAILSLOT_ENVIRONMENT": "development",
+        "MAILSLOT_LOG_FORMAT": log_format,
         "MAILSLOT_DATABASE_URL": url,
         "MAILSLOT_BLOB_DIR": str(tmp_path / "blobs"),
+        "MAILSLOT_METRICS_DIR": str(tmp_path / "metrics"),
         "MAILSLOT_INBOUND_DOMAIN": DOMAIN,
         "MAILSLOT_JWT_SECRET": JWT_SECRET,
         "MAILSLOT_JWT_AUDIENCE": JWT_AUDIENCE,
@@ -404,7 +547,7 @@ def test_the_real_server_logs_no_secret(tmp_path: Path, server_socket: socket.so
         try:
             with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
                 _wait_until_ready(client, process)
-                secrets = [*STATIC_SECRETS, *_exercise(client)]
+                exercised = _exercise(client)
         finally:
             process.send_signal(signal.SIGINT)
             try:
@@ -413,17 +556,114 @@ def test_the_real_server_logs_no_secret(tmp_path: Path, server_socket: socket.so
                 process.kill()
                 process.wait()
     logs = out.read_text(errors="replace") + "\n" + err.read_text(errors="replace")
+    return logs, exercised
 
-    assert_no_secret(logs, secrets)
-    # The access log was written, with the inbound request lines redacted.
-    assert '"POST /inbound/mime?<redacted> HTTP/1.1" 200' in logs, logs
-    assert '"POST /inbound/mime?<redacted> HTTP/1.1" 401' in logs, logs
-    # The client may send the path's "@" as is or as %40: either way the local part is gone.
+
+def test_the_real_server_logs_no_secret(tmp_path: Path, server_socket: socket.socket) -> None:
+    logs, exercised = _run_server(tmp_path, server_socket, "text")
+
+    assert_no_secret(logs, [*STATIC_SECRETS, *exercised.secrets])
+    # uvicorn's access log was written for the API, with the path redacted. (The client may
+    # send the path's "@" as is or as %40: either way the local part is gone.)
     assert re.search(
         r'"GET /v1/integrations/<redacted>(@|%40)in\.example\.com HTTP/1\.1" 422', logs
     ), logs
-    # The app's own warning reached the log (through logging.lastResort: root has no handler).
+    # An inbound request has one line, ours, without the query string that names the recipient.
+    assert '"POST /inbound/' not in logs, logs
+    lines = [line for line in logs.splitlines() if "mailslot.inbound.request:" in line]
+    assert len(lines) == exercised.inbound_requests, logs
+    [accepted] = [line for line in lines if "POST /inbound/mime 200 accepted" in line]
+    assert f"request_id={PROXY_REQUEST_ID} " in accepted, accepted
+    assert f"integration_ids={exercised.integration_id} platform_ids=p1 " in accepted, accepted
+    assert " path=/inbound/mime" in accepted, accepted
+    assert "?" not in accepted, accepted
+    # The app's own warning reached the log.
     assert "running in development with local defaults for OPERATOR_TOKEN" in logs, logs
+
+
+INBOUND_LINE_FIELDS = {
+    "time",
+    "level",
+    "logger",
+    "pid",
+    "message",
+    "request_id",
+    "provider",
+    "status",
+    "outcome",
+    "reason",
+    "delivery_ids",
+    "post_ids",
+    "integration_ids",
+    "platform_ids",
+    "bytes",
+    "duration_ms",
+    "db_ms",
+    "client",
+    "method",
+    "path",
+}
+
+
+def test_the_real_server_writes_json_lines_that_name_no_secret(
+    tmp_path: Path, server_socket: socket.socket
+) -> None:
+    logs, exercised = _run_server(tmp_path, server_socket, "json")
+
+    assert_no_secret(logs, [*STATIC_SECRETS, *exercised.secrets])
+    lines = [json.loads(line) for line in logs.splitlines() if line.strip()]  # every line JSON
+    assert all(isinstance(line, dict) for line in lines)
+    # One line per inbound request, ours: uvicorn's access line is not written for them.
+    inbound = [line for line in lines if line["logger"] == "mailslot.inbound.request"]
+    assert len(inbound) == exercised.inbound_requests, logs
+    assert all(set(line) == INBOUND_LINE_FIELDS for line in inbound), inbound
+    assert not [
+        line for line in lines if line["logger"] == "uvicorn.access" and "/inbound/" in line["path"]
+    ]
+    assert all("?" not in line["path"] for line in inbound)
+    by_id = {line["request_id"]: line for line in inbound}
+    # The proxy's X-Request-ID names the request in the answer and in its line.
+    assert exercised.request_ids["accepted"] == PROXY_REQUEST_ID
+    accepted = by_id[PROXY_REQUEST_ID]
+    assert (accepted["provider"], accepted["status"], accepted["outcome"]) == (
+        "mime",
+        200,
+        "accepted",
+    )
+    assert accepted["reason"] is None
+    assert len(accepted["post_ids"]) == len(accepted["delivery_ids"]) == 1
+    assert accepted["integration_ids"] == [exercised.integration_id]
+    assert accepted["platform_ids"] == ["p1"]
+    assert accepted["bytes"] > 100
+    assert accepted["duration_ms"] > 0
+    assert accepted["db_ms"] > 0
+    assert (accepted["method"], accepted["path"]) == ("POST", "/inbound/mime")
+    # An id that is not one (spaces, an address, too long) is replaced by one of ours.
+    for label in UNSAFE_REQUEST_IDS:
+        made = exercised.request_ids[label]
+        assert re.fullmatch(r"[0-9a-f]{32}", made), made
+        assert (by_id[made]["status"], by_id[made]["outcome"]) == (401, "unauthenticated")
+    refused = [line for line in inbound if line["status"] == 422]
+    assert {line["reason"] for line in refused} == {"auto_reply", "unknown_recipient"}
+    assert {(line["status"], line["outcome"]) for line in inbound} >= {
+        (404, "not_found"),
+        (405, "method_not_allowed"),
+        (403, "rejected"),
+    }
+    # The API's access lines are JSON too, with the request's id and the path redacted.
+    [lookup] = [
+        line
+        for line in lines
+        if line["logger"] == "uvicorn.access" and line["path"].startswith("/v1/integrations/<")
+    ]
+    assert lookup["status"] == 422
+    assert re.fullmatch(r"[0-9a-f]{32}", lookup["request_id"])
+    assert lookup["path"] in {
+        f"/v1/integrations/<redacted>@{DOMAIN}",
+        f"/v1/integrations/<redacted>%40{DOMAIN}",
+    }
+    [warning] = [line for line in lines if "running in development" in line["message"]]
+    assert (warning["level"], warning["logger"]) == ("WARNING", "mailslot")
 
 
 def test_install_is_idempotent() -> None:
