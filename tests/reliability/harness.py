@@ -919,9 +919,11 @@ def make_orphan_blob(blob_dir: Path, age_seconds: float = 7200) -> str:
     return sha
 
 
-def run_cleanup(env: dict[str, str]) -> str:
+def run_cleanup(env: dict[str, str], grace_seconds: float | None = 0) -> str:
+    """``python -m app cleanup`` (``grace_seconds``: None for the command's default grace)."""
+    grace = [] if grace_seconds is None else ["--grace-seconds", str(grace_seconds)]
     result = subprocess.run(
-        [str(VENV_BIN / "python"), "-m", "app", "cleanup", "--grace-seconds", "0"],
+        [str(VENV_BIN / "python"), "-m", "app", "cleanup", *grace],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -141,7 +141,8 @@ async def test_two_hosts_share_one_database_and_one_store(
 
         async def cleanup_from_a() -> str:
             await asyncio.sleep(1.0)  # host b is storing mail meanwhile
-            return await asyncio.to_thread(run_cleanup, host_a.env)
+            # as an operator runs it: the default grace protects blobs of mail in flight
+            return await asyncio.to_thread(run_cleanup, host_a.env, None)
 
         async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as client:
             kill = asyncio.create_task(kill_the_uploading_worker(host_b, half))
