@@ -45,8 +45,11 @@ def cpu_seconds(pids: list[int]) -> float:
     return total
 
 
-def postgres_pids() -> list[int]:
-    return [p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == "postgres"]
+def postgres_pids(cluster: Cluster) -> list[int]:
+    """The cluster's postmaster and its children (not another cluster's on the machine)."""
+    postmaster = int((cluster.data / "postmaster.pid").read_text().split()[0])
+    process = psutil.Process(postmaster)
+    return [postmaster, *(child.pid for child in process.children(recursive=True))]
 
 
 def send(port: int, bodies: list[bytes], content_type: str) -> int:
@@ -127,7 +130,7 @@ def main() -> int:
                 send(server.port, bodies[:WARM_UP], content_type)
                 assert server.process is not None  # noqa: S101
                 workers = server.worker_pids() or [server.process.pid]  # one worker: itself
-                database = postgres_pids()
+                database = postgres_pids(cluster)
                 wal0 = asyncio.run(wal_position(url))
                 worker0, database0 = cpu_seconds(workers), cpu_seconds(database)
                 started = time.perf_counter()
