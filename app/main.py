@@ -22,7 +22,7 @@ from app.api.health import router as health_router
 from app.api.index import router as index_router
 from app.api.openapi import install as install_openapi
 from app.api.problems import install_problem_handlers
-from app.api.router import api_router
+from app.api.router import api_router, inbound_router
 from app.blobs.factory import create_blob_store
 from app.blobs.store import LocalBlobStore
 from app.config import Settings, get_settings
@@ -77,6 +77,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "generate_unique_id_function": _operation_id,
         "redirect_slashes": False,
         "lifespan": lifespan,
+        # FastAPI's own OpenTelemetry: tracing only when app.observability.tracing exports it
+        # (metrics are Prometheus's, logs our JSON lines). Off, a request skips its probes of
+        # the global providers.
+        "telemetry": {
+            "tracing": bool(settings.otel_exporter_otlp_endpoint),
+            "metrics": False,
+            "logs": False,
+        },
     }
     if settings.docs_enabled:
         # /docs and /redoc load Swagger UI and ReDoc from the app itself (the fastapi-offline
@@ -104,10 +112,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     app.add_middleware(SecurityHeaders)  # added last: outermost, so CORS answers carry it too
     install_observability(app)  # metrics, X-Request-ID (outermost), the blob store's errors
+    app.include_router(inbound_router)  # matched first: the endpoints that take the bursts
     app.include_router(index_router)
     app.include_router(health_router)
     app.include_router(api_router)
-    # Matched last: the inbound endpoints, which take the bursts, come first (app.api.router).
+    # Matched last: /openapi.json and the docs pages.
     app.router.routes[:] = [r for r in app.router.routes if r not in own_routes] + own_routes
     install_openapi(app)
     return app

@@ -15,10 +15,12 @@ from app.platforms.router import router as platform_router
 from app.posts.router import attachments_router
 from app.posts.router import router as posts_router
 
+# The inbound endpoints, which take the bursts, are matched first, at the application's own
+# level (app.main): each level of included routers costs a request a walk of its routes. They
+# read their provider's own format from the raw stream; every other body is JSON (else 415).
+__all__ = ["api_router", "inbound_router"]
+
 api_router = APIRouter()
-# Matched in this order: the inbound endpoints, which take the bursts, come first. They read
-# their provider's own format from the raw stream; every other body is JSON (else 415).
-api_router.include_router(inbound_router)
 for router in (
     operator_router,
     platform_router,

@@ -199,6 +199,9 @@ _SELF_CLOSING = frozenset(
 
 # The attributes of a tag (as _TAG reads it) longer than twice MAX_ATTRIBUTES; a start tag's name.
 _WIDE_TAG = re.compile(r"</?[A-Za-z][^\s/<>]*+([^<>]{" + str(2 * MAX_ATTRIBUTES + 1) + ",})")
+# What any such tag starts with: a quicker scan (half the time of _WIDE_TAG's) that rules most
+# HTML out at once.
+_LONG_TAG = re.compile(r"<[^<>]{" + str(2 * MAX_ATTRIBUTES + 1) + "}")
 _START_TAG = re.compile(r"<([A-Za-z][^\s/<>]*)")
 
 
@@ -213,9 +216,10 @@ def too_complex(html: str) -> bool:
         return True
     if html.count("<") > MAX_TAGS and len(_TAG.findall(html)) > MAX_TAGS:
         return True
-    for attributes in _WIDE_TAG.findall(html):
-        if attributes.count("=") > MAX_ATTRIBUTES or len(attributes.split()) > MAX_ATTRIBUTES:
-            return True
+    if _LONG_TAG.search(html):
+        for attributes in _WIDE_TAG.findall(html):
+            if attributes.count("=") > MAX_ATTRIBUTES or len(attributes.split()) > MAX_ATTRIBUTES:
+                return True
     # No more start tags that can stay open than the bound: it cannot be reached (most mail).
     starts = Counter(_START_TAG.findall(html))
     if sum(n for name, n in starts.items() if name.lower() not in _SELF_CLOSING) <= (
