@@ -16,6 +16,8 @@ VERSION = 1
 async def store_attachments(email: InboundEmail, blobs: BlobStore) -> InboundEmail:
     """Write every kept attachment to the blob store (fsynced); the result names them by digest
     only (no bytes, no spooled file), so that storing it again does nothing."""
+    if not email.attachments:  # most mail: nothing to write, the same mail
+        return email
     # Spooled parts with a known digest are taken over (renamed into place), all in one go.
     await blobs.adopt_files(
         [
