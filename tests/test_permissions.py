@@ -78,10 +78,12 @@ MATRIX: list[tuple[str, tuple[tuple[bool, bool], ...], Any, Any, Any, Any, Any, 
     ("create with new group",    (BOTH,),     201,    201,    201,     201,    201,     201),
     ("see their integration",    ANY,         200,    200,    404,     404,    404,     404),
     ("list their integration",   ANY,         LISTED, LISTED, HIDDEN,  HIDDEN, HIDDEN,  HIDDEN),
+    ("find their integration",   ANY,         LISTED, LISTED, HIDDEN,  HIDDEN, HIDDEN,  HIDDEN),
     ("change their integration", ANY,         200,    200,    404,     404,    404,     404),
     ("delete their integration", ANY,         204,    204,    404,     404,    404,     404),
     ("see own integration",      ANY,         200,    200,    NA,       200,    NA,       NA),
     ("list own integration",     ANY,         LISTED, LISTED, NA,       LISTED, NA,       NA),
+    ("find own integration",     ANY,         LISTED, LISTED, NA,       LISTED, NA,       NA),
     # a member who made one keeps seeing it, but changes it only while still allowed to create
     ("change own integration",   (OFF,),      200,    200,    NA,       403,    NA,       NA),
     ("change own integration",   (PLATFORM,), 200,    200,    NA,       200,    NA,       NA),
@@ -124,8 +126,8 @@ def answer(r: httpx.Response) -> int:
     return r.status_code
 
 
-async def listed(s: Scene, path: str, item_id: str) -> str:
-    r = await s.client.get(path, params={"limit": 200}, headers=s.caller)
+async def listed(s: Scene, path: str, item_id: str, **params: Any) -> str:
+    r = await s.client.get(path, params={"limit": 200, **params}, headers=s.caller)
     assert r.status_code == 200, r.text
     return LISTED if item_id in {item["id"] for item in r.json()["items"]} else HIDDEN
 
@@ -172,6 +174,9 @@ def integration_actions(whose: str, title: str) -> dict[str, dict[str, Action]]:
     async def in_list(s: Scene) -> Any:
         return await listed(s, "/v1/integrations", s.ids[whose])
 
+    async def find(s: Scene) -> Any:
+        return await listed(s, "/v1/integrations", s.ids[whose], q=title.upper(), enabled=True)
+
     async def change(s: Scene) -> Any:
         r = await s.client.patch(
             f"/v1/integrations/{s.ids[whose + ':change']}",
@@ -196,6 +201,7 @@ def integration_actions(whose: str, title: str) -> dict[str, dict[str, Action]]:
         "reads": {
             f"see {name} integration": Action(see),
             f"list {name} integration": Action(in_list),
+            f"find {name} integration": Action(find),
         },
         "writes": {
             f"change {name} integration": Action(
@@ -256,6 +262,8 @@ async def _create_with_new_group(s: Scene) -> Any:
     return answer(r)
 
 
+READ_VERBS = ("see", "list", "find")
+WRITE_VERBS = ("change", "delete")
 THEIRS = integration_actions("theirs", "Theirs")
 MINE = integration_actions("mine", "Mine")
 
@@ -327,7 +335,7 @@ async def build(world: World, caller: Caller, settings: tuple[bool, bool]) -> Sc
 
 @pytest.mark.parametrize("caller", [pytest.param(c, id=c.label) for c in COLUMNS])
 async def test_who_may_do_what(world: World, subtests: pytest.Subtests, caller: Caller) -> None:
-    own = {f"{verb} own integration" for verb in ("see", "list", "change", "delete")}
+    own = {f"{verb} own integration" for verb in READ_VERBS + WRITE_VERBS}
     for settings in ANY:
         expected = expectations(caller, settings)
         assert set(expected) == set(ACTIONS) - (set() if caller in MAKE_THEIR_OWN else own)

@@ -37,8 +37,12 @@ class IntegrationRepository(Repository[Integration]):
         user_id: str | None,
         group_id: uuid.UUID | None = None,
         service: Service | None = None,
+        q: str | None = None,
+        enabled: bool | None = None,
     ) -> sa.Select[Integration]:
-        """Live integrations; a non-admin ``user_id`` sees its managed groups' and its own."""
+        """Live integrations; a non-admin ``user_id`` sees its managed groups' and its own.
+        ``q``: the title or the address contains it, case-insensitively (``%`` and ``_`` are
+        plain characters); ``enabled``: only enabled, or only disabled, ones."""
         stmt = self._live(platform_id)
         if user_id is not None:
             managed = sa.select(GroupMember.group_id).where(
@@ -53,6 +57,15 @@ class IntegrationRepository(Repository[Integration]):
             stmt = stmt.where(Integration.group_id == group_id)
         if service is not None:
             stmt = stmt.where(Integration.service == service)
+        if q:
+            stmt = stmt.where(
+                sa.or_(
+                    Integration.title.icontains(q, autoescape=True),
+                    Integration.address.icontains(q, autoescape=True),
+                )
+            )
+        if enabled is not None:
+            stmt = stmt.where(Integration.enabled.is_(enabled))
         return stmt
 
     async def stats(

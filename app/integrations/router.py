@@ -17,6 +17,9 @@ from app.integrations.schemas import (
 from app.integrations.service import IntegrationService
 from app.models import Service as ServiceName
 
+# No control characters (PostgreSQL refuses NUL in text; none can be in a title or address).
+SEARCH_PATTERN = r"^[^\u0000-\u001f\u007f]*$"
+
 
 async def integration_service(session: SessionDep, settings: SettingsDep) -> IntegrationService:
     return IntegrationService(session, settings)
@@ -48,12 +51,35 @@ async def list_integrations(
     service_name: Annotated[
         ServiceName | None, Query(alias="service", description="Only this service's.")
     ] = None,
+    q: Annotated[
+        str | None,
+        Query(
+            max_length=200,
+            pattern=SEARCH_PATTERN,
+            description="Only those whose title or address contains this text, whatever its "
+            "case (`%` and `_` match themselves).",
+            examples=["newsletter"],
+        ),
+    ] = None,
+    enabled: Annotated[
+        bool | None,
+        Query(
+            description="Only enabled (`true`) or only disabled (`false`) ones.", examples=[True]
+        ),
+    ] = None,
 ) -> IntegrationPage:
     """Integrations the caller may see, newest first; `total` counts all that match the filter.
 
-    A `group_id` the caller cannot see answers 404."""
+    `q` searches titles and addresses (a forgotten address, or a title among many); `enabled`
+    filters. A `group_id` the caller cannot see answers 404."""
     return await service.list(
-        user, group_id=group_id, service=service_name, limit=page.limit, cursor=page.cursor
+        user,
+        group_id=group_id,
+        service=service_name,
+        limit=page.limit,
+        cursor=page.cursor,
+        q=q or None,
+        enabled=enabled,
     )
 
 

@@ -126,6 +126,8 @@ class IntegrationService:
         service: Service | None,
         limit: int,
         cursor: str | None,
+        q: str | None = None,
+        enabled: bool | None = None,
     ) -> IntegrationPage:
         if group_id is not None:
             await self.groups.access(user, group_id)  # 404 for a group the caller cannot see
@@ -134,6 +136,8 @@ class IntegrationService:
             user_id=None if user.is_admin else user.user_id,
             group_id=group_id,
             service=service,
+            q=q,
+            enabled=enabled,
         )
         page = await self.integrations.page(stmt, limit=limit, cursor=cursor)
         return IntegrationPage(
