@@ -80,6 +80,7 @@ MATRIX: list[tuple[str, tuple[tuple[bool, bool], ...], Any, Any, Any, Any, Any, 
     ("list their integration",   ANY,         LISTED, LISTED, HIDDEN,  HIDDEN, HIDDEN,  HIDDEN),
     ("find their integration",   ANY,         LISTED, LISTED, HIDDEN,  HIDDEN, HIDDEN,  HIDDEN),
     ("change their integration", ANY,         200,    200,    404,     404,    404,     404),
+    ("set their options",        ANY,         200,    200,    404,     404,    404,     404),
     ("delete their integration", ANY,         204,    204,    404,     404,    404,     404),
     ("see own integration",      ANY,         200,    200,    NA,       200,    NA,       NA),
     ("list own integration",     ANY,         LISTED, LISTED, NA,       LISTED, NA,       NA),
@@ -89,6 +90,10 @@ MATRIX: list[tuple[str, tuple[tuple[bool, bool], ...], Any, Any, Any, Any, Any, 
     ("change own integration",   (PLATFORM,), 200,    200,    NA,       200,    NA,       NA),
     ("change own integration",   (GROUP,),    200,    200,    NA,       200,    NA,       NA),
     ("change own integration",   (BOTH,),     200,    200,    NA,       200,    NA,       NA),
+    ("set own options",          (OFF,),      200,    200,    NA,       403,    NA,       NA),
+    ("set own options",          (PLATFORM,), 200,    200,    NA,       200,    NA,       NA),
+    ("set own options",          (GROUP,),    200,    200,    NA,       200,    NA,       NA),
+    ("set own options",          (BOTH,),     200,    200,    NA,       200,    NA,       NA),
     ("delete own integration",   (OFF,),      204,    204,    NA,       403,    NA,       NA),
     ("delete own integration",   (PLATFORM,), 204,    204,    NA,       204,    NA,       NA),
     ("delete own integration",   (GROUP,),    204,    204,    NA,       204,    NA,       NA),
@@ -189,6 +194,19 @@ def integration_actions(whose: str, title: str) -> dict[str, dict[str, Action]]:
         r = await s.client.delete(f"/v1/integrations/{s.ids[whose + ':delete']}", headers=s.caller)
         return answer(r)
 
+    async def set_options(s: Scene) -> Any:
+        r = await s.client.patch(
+            f"/v1/integrations/{s.ids[whose + ':change']}",
+            json={"automatic_mail": "accept", "allowed_senders_verified_only": True},
+            headers=s.caller,
+        )
+        return answer(r)
+
+    async def root_options(s: Scene) -> Any:
+        r = await s.client.get(f"/v1/integrations/{s.ids[whose + ':change']}", headers=s.root)
+        body = r.json()
+        return body["automatic_mail"], body["allowed_senders_verified_only"]
+
     def root_view(purpose: str) -> Run:
         async def observe(s: Scene) -> Any:
             r = await s.client.get(f"/v1/integrations/{s.ids[purpose]}", headers=s.root)
@@ -209,6 +227,9 @@ def integration_actions(whose: str, title: str) -> dict[str, dict[str, Action]]:
             ),
             f"delete {name} integration": Action(
                 delete, root_view(f"{whose}:delete"), (200, title), (404, None)
+            ),
+            f"set {name} options": Action(
+                set_options, root_options, ("refuse", False), ("accept", True)
             ),
         },
     }
@@ -264,6 +285,7 @@ async def _create_with_new_group(s: Scene) -> Any:
 
 READ_VERBS = ("see", "list", "find")
 WRITE_VERBS = ("change", "delete")
+OWN_EXTRA = {"set own options"}
 THEIRS = integration_actions("theirs", "Theirs")
 MINE = integration_actions("mine", "Mine")
 
@@ -335,7 +357,7 @@ async def build(world: World, caller: Caller, settings: tuple[bool, bool]) -> Sc
 
 @pytest.mark.parametrize("caller", [pytest.param(c, id=c.label) for c in COLUMNS])
 async def test_who_may_do_what(world: World, subtests: pytest.Subtests, caller: Caller) -> None:
-    own = {f"{verb} own integration" for verb in READ_VERBS + WRITE_VERBS}
+    own = {f"{verb} own integration" for verb in READ_VERBS + WRITE_VERBS} | OWN_EXTRA
     for settings in ANY:
         expected = expectations(caller, settings)
         assert set(expected) == set(ACTIONS) - (set() if caller in MAKE_THEIR_OWN else own)

@@ -17,8 +17,14 @@ from typing import Any
 from app.config import Settings
 from app.inbound import content
 from app.inbound.model import InboundEmail
-from app.inbound.rules import author_address, is_auto_reply, normalise_recipient, sender_allowed
-from app.models import DeliveryStatus, OversizePolicy, RejectionReason
+from app.inbound.rules import (
+    GENERATED,
+    author_address,
+    automatic_kind,
+    normalise_recipient,
+    sender_allowed,
+)
+from app.models import AutomaticMail, DeliveryStatus, OversizePolicy, RejectionReason
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,8 @@ class Route:
     allowed_senders: list[str]
     oversize_attachments: OversizePolicy
     deleted_at: datetime | None
+    automatic_mail: AutomaticMail = AutomaticMail.refuse
+    allowed_senders_verified_only: bool = False
 
     @classmethod
     def of(cls, row: Any) -> Route:
@@ -44,6 +52,8 @@ class Route:
             allowed_senders=list(row["allowed_senders"] or []),
             oversize_attachments=OversizePolicy(row["oversize_attachments"]),
             deleted_at=row["deleted_at"],
+            automatic_mail=AutomaticMail(row["automatic_mail"]),
+            allowed_senders_verified_only=bool(row["allowed_senders_verified_only"]),
         )
 
 
@@ -90,9 +100,16 @@ def decide(email: InboundEmail, route: Route, settings: Settings) -> Decision:
         return _refused(RejectionReason.unknown_recipient)
     if not route.enabled:
         return _refused(RejectionReason.integration_disabled)
-    if is_auto_reply(email):
+    automatic = automatic_kind(email)
+    if automatic is not None and not (
+        automatic == GENERATED and route.automatic_mail is AutomaticMail.accept
+    ):
         return _refused(RejectionReason.auto_reply)
-    if not sender_allowed(author_address(email), list(route.allowed_senders or [])):
+    allowed = list(route.allowed_senders or [])
+    if not sender_allowed(author_address(email), allowed):
+        return _refused(RejectionReason.sender_not_allowed)
+    if allowed and route.allowed_senders_verified_only and not author_verified(email):
+        # A listed address is taken at its word only when the provider vouches for it.
         return _refused(RejectionReason.sender_not_allowed)
     too_large = oversize(email, settings)
     if too_large and route.oversize_attachments is OversizePolicy.reject:

@@ -9,7 +9,7 @@ from pydantic import AfterValidator, ConfigDict, Field, field_validator, model_v
 
 from app.api.pagination import CURSOR_EXAMPLE
 from app.integrations.addresses import display_address
-from app.models import Integration, OversizePolicy, Service
+from app.models import AutomaticMail, Integration, OversizePolicy, Service
 from app.schemas import Name, NullRefused, ReadModel, Title, WriteModel
 
 # Every label, the last one too, starts and ends with a letter or digit.
@@ -64,6 +64,13 @@ class IntegrationCreate(WriteModel):
     empty: anyone."""
     oversize_attachments: OversizePolicy = OversizePolicy.reject
     """`reject` mail with an attachment over the limit, or `drop` the oversized files."""
+    automatic_mail: AutomaticMail = AutomaticMail.refuse
+    """`accept` posts automatic notifications (`Auto-Submitted: auto-generated`: alerts, CI,
+    calendars); `refuse` refuses them as `auto_reply`. Automatic replies, bounces and delivery
+    reports are refused either way."""
+    allowed_senders_verified_only: bool = False
+    """`true`: a sender on `allowed_senders` is accepted only when the provider verified it (DKIM
+    or DMARC pass for the From domain, or an aligned SPF pass: the post's `author.verified`)."""
     service: Service = Service.email
     """The integration's service; only `email` exists."""
 
@@ -87,8 +94,20 @@ class IntegrationUpdate(WriteModel):
     """Replaces the allowed senders; `[]` accepts anyone."""
     oversize_attachments: Annotated[OversizePolicy | None, NullRefused] = None
     """`reject` or `drop`."""
+    automatic_mail: Annotated[AutomaticMail | None, NullRefused] = None
+    """`refuse` or `accept` automatic notifications."""
+    allowed_senders_verified_only: Annotated[bool | None, NullRefused] = None
+    """Accept a listed sender only when the provider verified it."""
 
-    @field_validator("title", "enabled", "allowed_senders", "oversize_attachments", mode="before")
+    @field_validator(
+        "title",
+        "enabled",
+        "allowed_senders",
+        "oversize_attachments",
+        "automatic_mail",
+        "allowed_senders_verified_only",
+        mode="before",
+    )
     @classmethod
     def _not_null(cls, value: object) -> object:
         # Only given fields are validated: left out is "keep", null is refused by name.
@@ -119,6 +138,8 @@ INTEGRATION_EXAMPLE: dict[str, Any] = {
     "created_at": "2026-11-28T19:05:58.531Z",
     "allowed_senders": [],
     "oversize_attachments": "reject",
+    "automatic_mail": "refuse",
+    "allowed_senders_verified_only": False,
     "stats": {"accepted": 0, "refused": 0, "last_received_at": None},
 }
 
@@ -148,6 +169,10 @@ class IntegrationRead(ReadModel):
     """Addresses and `@domains` mail is accepted from; empty: anyone."""
     oversize_attachments: OversizePolicy
     """What happens to mail with an attachment over the limit."""
+    automatic_mail: AutomaticMail
+    """Whether automatic notifications are posted (`accept`) or refused (`refuse`)."""
+    allowed_senders_verified_only: bool
+    """Whether a listed sender must be verified by the provider."""
     stats: IntegrationStats
     """What arrived so far."""
 
@@ -165,6 +190,8 @@ class IntegrationRead(ReadModel):
             created_at=integration.created_at,
             allowed_senders=list(integration.allowed_senders or []),
             oversize_attachments=integration.oversize_attachments,
+            automatic_mail=integration.automatic_mail,
+            allowed_senders_verified_only=integration.allowed_senders_verified_only,
             stats=stats or IntegrationStats(),
         )
 

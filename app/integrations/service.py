@@ -69,6 +69,8 @@ class IntegrationService:
                 enabled=True,
                 allowed_senders=list(dict.fromkeys(data.allowed_senders)),
                 oversize_attachments=data.oversize_attachments,
+                automatic_mail=data.automatic_mail,
+                allowed_senders_verified_only=data.allowed_senders_verified_only,
                 created_by=user.user_id,
             )
         )

@@ -3,6 +3,7 @@
 from app.db.base import Base
 from app.models.delivery import Delivery
 from app.models.enums import (
+    AutomaticMail,
     DeliveryStatus,
     GroupRole,
     OversizePolicy,
@@ -20,6 +21,7 @@ from app.models.post import Attachment, Post
 
 __all__ = [
     "Attachment",
+    "AutomaticMail",
     "Base",
     "Delivery",
     "DeliveryStatus",

@@ -7,7 +7,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, CreatedAt, UTCDateTime, UUIDPrimaryKey
-from app.models.enums import OversizePolicy, Service
+from app.models.enums import AutomaticMail, OversizePolicy, Service
 
 
 class Integration(UUIDPrimaryKey, CreatedAt, Base):
@@ -37,6 +37,14 @@ class Integration(UUIDPrimaryKey, CreatedAt, Base):
     allowed_senders: Mapped[list[str]] = mapped_column(sa.JSON, default=list)
     oversize_attachments: Mapped[OversizePolicy] = mapped_column(
         sa.Enum(OversizePolicy, native_enum=False, length=16), default=OversizePolicy.reject
+    )
+    automatic_mail: Mapped[AutomaticMail] = mapped_column(
+        sa.Enum(AutomaticMail, native_enum=False, length=16),
+        default=AutomaticMail.refuse,
+        server_default=AutomaticMail.refuse.value,
+    )
+    allowed_senders_verified_only: Mapped[bool] = mapped_column(
+        default=False, server_default=sa.false()
     )
     created_by: Mapped[str] = mapped_column(sa.String(200))
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
