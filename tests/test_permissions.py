@@ -79,12 +79,14 @@ MATRIX: list[tuple[str, tuple[tuple[bool, bool], ...], Any, Any, Any, Any, Any, 
     ("see their integration",    ANY,         200,    200,    404,     404,    404,     404),
     ("list their integration",   ANY,         LISTED, LISTED, HIDDEN,  HIDDEN, HIDDEN,  HIDDEN),
     ("find their integration",   ANY,         LISTED, LISTED, HIDDEN,  HIDDEN, HIDDEN,  HIDDEN),
+    ("test their integration",   ANY,         200,    200,    404,     404,    404,     404),
     ("change their integration", ANY,         200,    200,    404,     404,    404,     404),
     ("set their options",        ANY,         200,    200,    404,     404,    404,     404),
     ("delete their integration", ANY,         204,    204,    404,     404,    404,     404),
     ("see own integration",      ANY,         200,    200,    NA,       200,    NA,       NA),
     ("list own integration",     ANY,         LISTED, LISTED, NA,       LISTED, NA,       NA),
     ("find own integration",     ANY,         LISTED, LISTED, NA,       LISTED, NA,       NA),
+    ("test own integration",     ANY,         200,    200,    NA,       200,    NA,       NA),
     # a member who made one keeps seeing it, but changes it only while still allowed to create
     ("change own integration",   (OFF,),      200,    200,    NA,       403,    NA,       NA),
     ("change own integration",   (PLATFORM,), 200,    200,    NA,       200,    NA,       NA),
@@ -182,6 +184,14 @@ def integration_actions(whose: str, title: str) -> dict[str, dict[str, Action]]:
     async def find(s: Scene) -> Any:
         return await listed(s, "/v1/integrations", s.ids[whose], q=title.upper(), enabled=True)
 
+    async def dry_run(s: Scene) -> Any:
+        r = await s.client.post(
+            f"/v1/integrations/{s.ids[whose]}/test",
+            json={"from": "alice@example.org"},
+            headers=s.caller,
+        )
+        return answer(r)
+
     async def change(s: Scene) -> Any:
         r = await s.client.patch(
             f"/v1/integrations/{s.ids[whose + ':change']}",
@@ -220,6 +230,7 @@ def integration_actions(whose: str, title: str) -> dict[str, dict[str, Action]]:
             f"see {name} integration": Action(see),
             f"list {name} integration": Action(in_list),
             f"find {name} integration": Action(find),
+            f"test {name} integration": Action(dry_run),
         },
         "writes": {
             f"change {name} integration": Action(
@@ -283,7 +294,7 @@ async def _create_with_new_group(s: Scene) -> Any:
     return answer(r)
 
 
-READ_VERBS = ("see", "list", "find")
+READ_VERBS = ("see", "list", "find", "test")
 WRITE_VERBS = ("change", "delete")
 OWN_EXTRA = {"set own options"}
 THEIRS = integration_actions("theirs", "Theirs")

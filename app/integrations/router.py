@@ -12,6 +12,8 @@ from app.integrations.schemas import (
     IntegrationCreate,
     IntegrationPage,
     IntegrationRead,
+    IntegrationTest,
+    IntegrationTestResult,
     IntegrationUpdate,
 )
 from app.integrations.service import IntegrationService
@@ -106,3 +108,14 @@ async def delete_integration(
     """Delete an integration: its address refuses mail from now on; posts already made stay."""
     await service.delete(user, integration_id)
     return Response(status_code=204)
+
+
+@router.post("/{integration_id}/test", status_code=200, responses=responses(404, 422))
+async def test_integration(
+    integration_id: uuid.UUID, body: IntegrationTest, user: CurrentUser, service: Service
+) -> IntegrationTestResult:
+    """A dry run: what the integration would do with the mail described, decided by the same
+    rules as real mail (disabled, automatic mail, allowed senders and their verdicts, attachment
+    sizes). Nothing is stored, nothing is posted; rate limits and duplicates are left out (they
+    depend on other mail). Whoever may see the integration may test it."""
+    return await service.dry_run(user, integration_id, body)

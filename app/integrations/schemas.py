@@ -9,7 +9,7 @@ from pydantic import AfterValidator, ConfigDict, Field, field_validator, model_v
 
 from app.api.pagination import CURSOR_EXAMPLE
 from app.integrations.addresses import display_address
-from app.models import AutomaticMail, Integration, OversizePolicy, Service
+from app.models import AutomaticMail, DeliveryStatus, Integration, OversizePolicy, Service
 from app.schemas import Name, NullRefused, ReadModel, Title, WriteModel
 
 # Every label, the last one too, starts and ends with a letter or digit.
@@ -203,3 +203,105 @@ class IntegrationPage(ReadModel):
     """How many integrations match the filter, among those the caller may see."""
     next_cursor: str | None = Field(examples=[CURSOR_EXAMPLE])
     """Pass as `cursor` for the next page; null on the last page."""
+
+
+# --- the dry run -------------------------------------------------------------------------------
+
+_HEADER_NAME = r"^[!-9;-~]{1,76}$"  # RFC 5322 field name: printable ASCII but ":"
+
+
+class DescribedAttachment(WriteModel):
+    filename: Annotated[str, Field(min_length=1, max_length=400)]
+    """The file's name."""
+    size: Annotated[int, Field(ge=0, le=2**53)]
+    """Its size in bytes (decoded)."""
+
+
+class IntegrationTest(WriteModel):
+    """A mail described, not sent: what the rules read of it."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "from": "Alice <alice@example.org>",
+                    "subject": "Weekly report",
+                    "attachments": [{"filename": "report.pdf", "size": 7340032}],
+                },
+                {
+                    "from": "ci@example.org",
+                    "subject": "Build 42 failed",
+                    "headers": {"Auto-Submitted": "auto-generated"},
+                    "spf": "pass",
+                },
+            ]
+        }
+    )
+
+    from_: Annotated[str, Field(alias="from", min_length=1, max_length=998)]
+    """The From header (`alice@example.org` or `Alice <alice@example.org>`)."""
+    subject: Annotated[str, Field(max_length=998)] = ""
+    """The subject."""
+    headers: Annotated[
+        dict[Annotated[str, Field(pattern=_HEADER_NAME)], Annotated[str, Field(max_length=998)]],
+        Field(max_length=100),
+    ] = {}
+    """Other headers, by name (`Auto-Submitted`, `Precedence`, `Content-Type`, ...)."""
+    envelope_from: Annotated[str | None, Field(max_length=998)] = None
+    """The envelope sender; `""` is a null sender (a bounce); left out or null: the From address."""
+    attachments: Annotated[list[DescribedAttachment], Field(max_length=1000)] = []
+    """The attachments, by name and size."""
+    spf: Annotated[str | None, Field(max_length=32)] = None
+    """The provider's SPF verdict (`pass`, `fail`, ...) for the envelope sender."""
+    dkim: Annotated[str | None, Field(max_length=200)] = None
+    """The provider's DKIM verdicts, as the delivery log shows them (`{@example.org : pass}`)."""
+
+
+class DryRunOmitted(ReadModel):
+    filename: str
+    """The file left out."""
+    size: int | None
+    """Its size in bytes."""
+    reason: str
+    """Why: `too_large`."""
+
+
+class DryRunAuthor(ReadModel):
+    email: str | None
+    """The address the post would show."""
+    name: str | None
+    """The display name."""
+    verified: bool
+    """Whether the verdicts given verify it (the rule of `allowed_senders_verified_only`)."""
+
+
+class IntegrationTestResult(ReadModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "status": "rejected",
+                    "reason": "attachment_too_large",
+                    "omitted_attachments": [],
+                    "author": {"email": "alice@example.org", "name": "Alice", "verified": False},
+                },
+                {
+                    "status": "accepted",
+                    "reason": None,
+                    "omitted_attachments": [
+                        {"filename": "report.pdf", "size": 7340032, "reason": "too_large"}
+                    ],
+                    "author": {"email": "alice@example.org", "name": "Alice", "verified": False},
+                },
+            ]
+        }
+    )
+
+    status: DeliveryStatus
+    """`accepted` (it would be posted) or `rejected`."""
+    reason: str | None
+    """Why it would be refused (a refusal reason), or null."""
+    omitted_attachments: list[DryRunOmitted]
+    """The files the post would leave out (`oversize_attachments: "drop"`)."""
+    author: DryRunAuthor
+    """Who the post would show as its author."""

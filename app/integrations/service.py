@@ -11,13 +11,17 @@ from app.config import Settings
 from app.db.base import utcnow
 from app.errors import Forbidden, NotFound, PlanLimitReached
 from app.groups.service import GroupAccess, GroupService
+from app.inbound.repository import InboundRepository
 from app.integrations.addresses import new_address
+from app.integrations.dryrun import dry_run
 from app.integrations.repository import IntegrationRepository
 from app.integrations.schemas import (
     IntegrationCreate,
     IntegrationPage,
     IntegrationRead,
     IntegrationStats,
+    IntegrationTest,
+    IntegrationTestResult,
     IntegrationUpdate,
 )
 from app.models import Integration, Platform, Service
@@ -119,6 +123,16 @@ class IntegrationService:
         integration = await self._changeable(user, integration_id)
         integration.deleted_at = utcnow()
         await self.session.flush()
+
+    async def dry_run(
+        self, user: Principal, integration_id: uuid.UUID, data: IntegrationTest
+    ) -> IntegrationTestResult:
+        """What the integration would do with a described mail; nothing is stored."""
+        integration = await self._visible(user, integration_id)
+        route = await InboundRepository(self.session).route(integration.id)
+        if route is None:
+            raise NotFound("No such integration.")
+        return dry_run(data, route, integration.address, self.settings)
 
     async def list(
         self,
