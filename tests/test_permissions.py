@@ -82,6 +82,7 @@ MATRIX: list[tuple[str, tuple[tuple[bool, bool], ...], Any, Any, Any, Any, Any, 
     ("test their integration",   ANY,         200,    200,    404,     404,    404,     404),
     ("change their integration", ANY,         200,    200,    404,     404,    404,     404),
     ("set their options",        ANY,         200,    200,    404,     404,    404,     404),
+    ("rotate their address",     ANY,         200,    200,    404,     404,    404,     404),
     ("delete their integration", ANY,         204,    204,    404,     404,    404,     404),
     ("see own integration",      ANY,         200,    200,    NA,       200,    NA,       NA),
     ("list own integration",     ANY,         LISTED, LISTED, NA,       LISTED, NA,       NA),
@@ -96,6 +97,10 @@ MATRIX: list[tuple[str, tuple[tuple[bool, bool], ...], Any, Any, Any, Any, Any, 
     ("set own options",          (PLATFORM,), 200,    200,    NA,       200,    NA,       NA),
     ("set own options",          (GROUP,),    200,    200,    NA,       200,    NA,       NA),
     ("set own options",          (BOTH,),     200,    200,    NA,       200,    NA,       NA),
+    ("rotate own address",       (OFF,),      200,    200,    NA,       403,    NA,       NA),
+    ("rotate own address",       (PLATFORM,), 200,    200,    NA,       200,    NA,       NA),
+    ("rotate own address",       (GROUP,),    200,    200,    NA,       200,    NA,       NA),
+    ("rotate own address",       (BOTH,),     200,    200,    NA,       200,    NA,       NA),
     ("delete own integration",   (OFF,),      204,    204,    NA,       403,    NA,       NA),
     ("delete own integration",   (PLATFORM,), 204,    204,    NA,       204,    NA,       NA),
     ("delete own integration",   (GROUP,),    204,    204,    NA,       204,    NA,       NA),
@@ -212,6 +217,18 @@ def integration_actions(whose: str, title: str) -> dict[str, dict[str, Action]]:
         )
         return answer(r)
 
+    async def rotate(s: Scene) -> Any:
+        r = await s.client.post(
+            f"/v1/integrations/{s.ids[whose + ':change']}/rotate-address",
+            json={"grace_days": 1},
+            headers=s.caller,
+        )
+        return answer(r)
+
+    async def root_previous(s: Scene) -> Any:
+        r = await s.client.get(f"/v1/integrations/{s.ids[whose + ':change']}", headers=s.root)
+        return len(r.json()["previous_addresses"])
+
     async def root_options(s: Scene) -> Any:
         r = await s.client.get(f"/v1/integrations/{s.ids[whose + ':change']}", headers=s.root)
         body = r.json()
@@ -242,6 +259,7 @@ def integration_actions(whose: str, title: str) -> dict[str, dict[str, Action]]:
             f"set {name} options": Action(
                 set_options, root_options, ("refuse", False), ("accept", True)
             ),
+            f"rotate {name} address": Action(rotate, root_previous, 0, 1),
         },
     }
 
@@ -296,7 +314,7 @@ async def _create_with_new_group(s: Scene) -> Any:
 
 READ_VERBS = ("see", "list", "find", "test")
 WRITE_VERBS = ("change", "delete")
-OWN_EXTRA = {"set own options"}
+OWN_EXTRA = {"set own options", "rotate own address"}
 THEIRS = integration_actions("theirs", "Theirs")
 MINE = integration_actions("mine", "Mine")
 

@@ -11,7 +11,7 @@ import hashlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from app.config import Settings
@@ -40,6 +40,8 @@ class Route:
     deleted_at: datetime | None
     automatic_mail: AutomaticMail = AutomaticMail.refuse
     allowed_senders_verified_only: bool = False
+    address: str | None = None  # the address the mail was routed by
+    address_valid_until: datetime | None = None  # a previous address's end; None: current
 
     @classmethod
     def of(cls, row: Any) -> Route:
@@ -54,7 +56,17 @@ class Route:
             deleted_at=row["deleted_at"],
             automatic_mail=AutomaticMail(row["automatic_mail"]),
             allowed_senders_verified_only=bool(row["allowed_senders_verified_only"]),
+            address=row.get("routed_address"),
+            address_valid_until=row.get("routed_until"),
         )
+
+    def live(self, now: datetime | None = None) -> bool:
+        """Whether the address still belongs to the integration: not deleted, and not a
+        previous address past its ``valid_until``."""
+        if self.deleted_at is not None:
+            return False
+        until = self.address_valid_until
+        return until is None or (now or datetime.now(UTC)) < until
 
 
 @dataclass(frozen=True)
@@ -95,8 +107,9 @@ def oversize(email: InboundEmail, settings: Settings) -> list[Any]:
 
 def decide(email: InboundEmail, route: Route, settings: Settings) -> Decision:
     """Refused for good (status and reason), or to be posted (with what is omitted)."""
-    if route.deleted_at is not None:
-        # The address is no longer anyone's; the refusal is logged for its platform.
+    if not route.live():
+        # The address is no longer anyone's (a deleted integration, a previous address past
+        # its grace period); the refusal is logged for its platform.
         return _refused(RejectionReason.unknown_recipient)
     if not route.enabled:
         return _refused(RejectionReason.integration_disabled)

@@ -9,6 +9,7 @@ from app.api.deps import CurrentUser, SessionDep, SettingsDep
 from app.api.pagination import Pagination
 from app.api.problems import responses
 from app.integrations.schemas import (
+    AddressRotation,
     IntegrationCreate,
     IntegrationPage,
     IntegrationRead,
@@ -119,3 +120,20 @@ async def test_integration(
     sizes). Nothing is stored, nothing is posted; rate limits and duplicates are left out (they
     depend on other mail). Whoever may see the integration may test it."""
     return await service.dry_run(user, integration_id, body)
+
+
+@router.post(
+    "/{integration_id}/rotate-address", status_code=200, responses=responses(403, 404, 422)
+)
+async def rotate_integration_address(
+    integration_id: uuid.UUID,
+    user: CurrentUser,
+    service: Service,
+    body: AddressRotation | None = None,
+) -> IntegrationRead:
+    """Give the integration a new generated address (when the old one leaked). The old one keeps
+    routing to it for `grace_days` (default 7), listed in `previous_addresses` with its
+    `valid_until`; from then on its mail is refused as `unknown_recipient`. Whoever may change
+    the integration may rotate its address; the plan's count is unchanged."""
+    rotated = await service.rotate_address(user, integration_id, body or AddressRotation())
+    return (await service.read([rotated]))[0]

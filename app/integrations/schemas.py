@@ -140,8 +140,25 @@ INTEGRATION_EXAMPLE: dict[str, Any] = {
     "oversize_attachments": "reject",
     "automatic_mail": "refuse",
     "allowed_senders_verified_only": False,
+    "previous_addresses": [],
     "stats": {"accepted": 0, "refused": 0, "last_received_at": None},
 }
+
+
+class PreviousAddress(ReadModel):
+    address: str
+    """An address the integration had before a rotation."""
+    valid_until: datetime
+    """Mail to it is routed to the integration until then, and refused as
+    `unknown_recipient` from then on."""
+
+
+class AddressRotation(WriteModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"grace_days": 7}]})
+
+    grace_days: Annotated[int, Field(ge=0, le=30)] = 7
+    """How many days the old address keeps routing to the integration (0 to 30; 0: it stops
+    at once)."""
 
 
 class IntegrationRead(ReadModel):
@@ -154,7 +171,8 @@ class IntegrationRead(ReadModel):
     title: str
     """Display name."""
     address: str
-    """The generated address mail is sent to (cannot be guessed; never changes)."""
+    """The generated address mail is sent to (cannot be guessed; changes only when an admin
+    rotates it)."""
     display_address: str
     """`"title" <address>`, ready to paste into a mail client."""
     group_id: uuid.UUID | None
@@ -173,11 +191,19 @@ class IntegrationRead(ReadModel):
     """Whether automatic notifications are posted (`accept`) or refused (`refuse`)."""
     allowed_senders_verified_only: bool
     """Whether a listed sender must be verified by the provider."""
+    previous_addresses: list[PreviousAddress] = []
+    """Addresses it had before (`rotate-address`), newest first, with when each stops (or
+    stopped) routing."""
     stats: IntegrationStats
     """What arrived so far."""
 
     @classmethod
-    def of(cls, integration: Integration, stats: IntegrationStats | None = None) -> Self:
+    def of(
+        cls,
+        integration: Integration,
+        stats: IntegrationStats | None = None,
+        previous: list[PreviousAddress] | None = None,
+    ) -> Self:
         return cls(
             id=integration.id,
             service=integration.service,
@@ -192,6 +218,7 @@ class IntegrationRead(ReadModel):
             oversize_attachments=integration.oversize_attachments,
             automatic_mail=integration.automatic_mail,
             allowed_senders_verified_only=integration.allowed_senders_verified_only,
+            previous_addresses=previous or [],
             stats=stats or IntegrationStats(),
         )
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 import builtins
 import uuid
 from collections.abc import Sequence
+from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -16,6 +17,7 @@ from app.integrations.addresses import new_address
 from app.integrations.dryrun import dry_run
 from app.integrations.repository import IntegrationRepository
 from app.integrations.schemas import (
+    AddressRotation,
     IntegrationCreate,
     IntegrationPage,
     IntegrationRead,
@@ -23,8 +25,9 @@ from app.integrations.schemas import (
     IntegrationTest,
     IntegrationTestResult,
     IntegrationUpdate,
+    PreviousAddress,
 )
-from app.models import Integration, Platform, Service
+from app.models import Integration, IntegrationAddress, Platform, Service
 from app.platforms.repository import PlatformRepository
 
 
@@ -119,6 +122,28 @@ class IntegrationService:
         await self.session.flush()
         return integration
 
+    async def rotate_address(
+        self, user: Principal, integration_id: uuid.UUID, data: AddressRotation
+    ) -> Integration:
+        """A new generated address; the old one keeps routing for ``grace_days``."""
+        await self._changeable(user, integration_id)
+        integration = await self.integrations.get_for_update(user.platform_id, integration_id)
+        if integration is None:
+            raise NotFound("No such integration.")
+        now = utcnow()
+        self.session.add(
+            IntegrationAddress(
+                address=integration.address,
+                integration_id=integration.id,
+                platform_id=integration.platform_id,
+                valid_until=now + timedelta(days=data.grace_days),
+                created_at=now,
+            )
+        )
+        integration.address = new_address(integration.title, self.settings.inbound_domain or "")
+        await self.session.flush()
+        return integration
+
     async def delete(self, user: Principal, integration_id: uuid.UUID) -> None:
         integration = await self._changeable(user, integration_id)
         integration.deleted_at = utcnow()
@@ -163,7 +188,9 @@ class IntegrationService:
         )
 
     async def read(self, integrations: Sequence[Integration]) -> builtins.list[IntegrationRead]:
-        stats = await self.integrations.stats([i.id for i in integrations])
+        ids = [i.id for i in integrations]
+        stats = await self.integrations.stats(ids)
+        previous = await self.integrations.previous_addresses(ids)
         result = []
         for integration in integrations:
             accepted, refused, last = stats.get(integration.id, (0, 0, None))
@@ -171,6 +198,10 @@ class IntegrationService:
                 IntegrationRead.of(
                     integration,
                     IntegrationStats(accepted=accepted, refused=refused, last_received_at=last),
+                    [
+                        PreviousAddress(address=p.address, valid_until=p.valid_until)
+                        for p in previous.get(integration.id, [])
+                    ],
                 )
             )
         return result

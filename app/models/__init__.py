@@ -15,7 +15,7 @@ from app.models.enums import (
 from app.models.group import Group
 from app.models.group_member import GroupMember
 from app.models.inbound import ProviderToken, RateCounter
-from app.models.integration import Integration
+from app.models.integration import Integration, IntegrationAddress
 from app.models.platform import Platform
 from app.models.post import Attachment, Post
 
@@ -29,6 +29,7 @@ __all__ = [
     "GroupMember",
     "GroupRole",
     "Integration",
+    "IntegrationAddress",
     "OversizePolicy",
     "Plan",
     "Platform",

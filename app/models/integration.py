@@ -48,3 +48,18 @@ class Integration(UUIDPrimaryKey, CreatedAt, Base):
     )
     created_by: Mapped[str] = mapped_column(sa.String(200))
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class IntegrationAddress(CreatedAt, Base):
+    """A previous address of an integration (``rotate-address``): it still routes to the
+    integration, whose mail is refused as ``unknown_recipient`` from ``valid_until`` on."""
+
+    __tablename__ = "integration_addresses"
+    __table_args__ = (sa.Index("ix_integration_addresses_integration", "integration_id"),)
+
+    address: Mapped[str] = mapped_column(sa.String(320), primary_key=True)
+    integration_id: Mapped[uuid.UUID] = mapped_column(
+        sa.ForeignKey("integrations.id", ondelete="CASCADE")
+    )
+    platform_id: Mapped[str] = mapped_column(sa.ForeignKey("platforms.id", ondelete="CASCADE"))
+    valid_until: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -1,4 +1,4 @@
-"""Admin features: automatic mail and verified senders options.
+"""Admin features: automatic mail and verified senders options, previous addresses.
 
 Revision ID: 0004
 Revises: 0002
@@ -18,12 +18,35 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    op.create_table('integration_addresses',
+    sa.Column('address', sa.String(length=320), nullable=False),
+    sa.Column('integration_id', sa.Uuid(), nullable=False),
+    sa.Column('platform_id', sa.String(length=64), nullable=False),
+    sa.Column('valid_until', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['integration_id'], ['integrations.id'], name=op.f('fk_integration_addresses_integration_id_integrations'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['platform_id'], ['platforms.id'], name=op.f('fk_integration_addresses_platform_id_platforms'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('address', name=op.f('pk_integration_addresses'))
+    )
+    with op.batch_alter_table('integration_addresses', schema=None) as batch_op:
+        batch_op.create_index('ix_integration_addresses_integration', ['integration_id'], unique=False)
+
+    with op.batch_alter_table('deliveries', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('address', sa.String(length=320), nullable=True))
+
     with op.batch_alter_table('integrations', schema=None) as batch_op:
         batch_op.add_column(sa.Column('automatic_mail', sa.Enum('refuse', 'accept', name='automaticmail', native_enum=False, length=16), server_default='refuse', nullable=False))
         batch_op.add_column(sa.Column('allowed_senders_verified_only', sa.Boolean(), server_default=sa.false(), nullable=False))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('deliveries', schema=None) as batch_op:
+        batch_op.drop_column('address')
+
+    with op.batch_alter_table('integration_addresses', schema=None) as batch_op:
+        batch_op.drop_index('ix_integration_addresses_integration')
+
+    op.drop_table('integration_addresses')
     with op.batch_alter_table('integrations', schema=None) as batch_op:
         batch_op.drop_column('allowed_senders_verified_only')
         batch_op.drop_column('automatic_mail')

@@ -72,6 +72,7 @@ class TestCreateIntegration:
             "oversize_attachments": "reject",
             "automatic_mail": "refuse",
             "allowed_senders_verified_only": False,
+            "previous_addresses": [],
             "stats": {"accepted": 0, "refused": 0, "last_received_at": None},
         }
         assert ADDRESS.match(body["address"])
