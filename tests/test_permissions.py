@@ -19,8 +19,24 @@ from typing import Any
 import httpx
 import pytest
 
+from app.config import Settings
 from tests.auth import bearer
+from tests.conftest import make_settings
 from tests.factories import World
+from tests.inbound.payloads import INBOUND_PASSWORD, INBOUND_USER, basic, postmark_json
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Any, blob_store: str) -> Settings:
+    """Inbound on: a refused mail gives the replay action its delivery."""
+    return make_settings(
+        database_url,
+        tmp_path / "blobs",
+        store=blob_store,
+        inbound_username=INBOUND_USER,
+        inbound_password=INBOUND_PASSWORD,
+    )
+
 
 # The platform of the stories after the matrix, and its admin.
 P = "p1"
@@ -105,6 +121,7 @@ MATRIX: list[tuple[str, tuple[tuple[bool, bool], ...], Any, Any, Any, Any, Any, 
     ("delete own integration",   (PLATFORM,), 204,    204,    NA,       204,    NA,       NA),
     ("delete own integration",   (GROUP,),    204,    204,    NA,       204,    NA,       NA),
     ("delete own integration",   (BOTH,),     204,    204,    NA,       204,    NA,       NA),
+    ("replay a refused delivery", ANY,        200,    403,    404,     404,    404,     404),
 ]
 # fmt: on
 
@@ -303,6 +320,11 @@ async def _create_integration(s: Scene) -> Any:
     return answer(r)
 
 
+async def _replay(s: Scene) -> Any:
+    r = await s.client.post(f"/v1/deliveries/{s.ids['refused']}/replay", headers=s.caller)
+    return answer(r)
+
+
 async def _create_with_new_group(s: Scene) -> Any:
     r = await s.client.post(
         "/v1/integrations",
@@ -332,6 +354,7 @@ ACTIONS: dict[str, Action] = {
     "create with new group": Action(
         _create_with_new_group, root_dedicated, ([], []), (["Dedicated"], ["Dedicated"])
     ),
+    "replay a refused delivery": Action(_replay),
     **THEIRS["writes"],
     **MINE["writes"],
     "delete group": Action(_delete_group, root_group_status, 200, 404),
@@ -372,6 +395,13 @@ async def build(world: World, caller: Caller, settings: tuple[bool, bool]) -> Sc
     for purpose in ("theirs:change", "theirs:delete"):
         scene.ids[purpose] = (await world.integration(group, "Theirs", platform))["id"]
     scene.ids["theirs"] = scene.ids["theirs:change"]
+    address = await world.client.get(f"/v1/integrations/{scene.ids['theirs']}", headers=scene.root)
+    alert = postmark_json(
+        address.json()["address"], headers=[{"Name": "Auto-Submitted", "Value": "auto-generated"}]
+    )
+    r = await world.client.post("/inbound/postmark", json=alert, headers=basic())
+    assert r.json()["reason"] == "auto_reply", r.text
+    scene.ids["refused"] = r.json()["delivery_ids"][0]
     if makes_own:
         for purpose in ("mine:change", "mine:delete"):
             made = await world.integration(

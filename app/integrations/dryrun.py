@@ -22,7 +22,7 @@ from app.models import DeliveryStatus, RejectionReason
 def described_mail(data: IntegrationTest, address: str) -> InboundEmail:
     """The mail ``data`` describes, as a provider's payload would have normalised it."""
     from_address, from_name = parse_from(data.from_)
-    headers = [(name.strip().lower(), value) for name, value in data.headers.items()]
+    headers = [(h.name.lower(), h.value) for h in data.headers]
     content_type = next((value for name, value in headers if name == "content-type"), None)
     return normalise(
         provider="test",

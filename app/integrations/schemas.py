@@ -244,6 +244,13 @@ class DescribedAttachment(WriteModel):
     """Its size in bytes (decoded)."""
 
 
+class DescribedHeader(WriteModel):
+    name: Annotated[str, Field(pattern=_HEADER_NAME)]
+    """The header's name (`Auto-Submitted`)."""
+    value: Annotated[str, Field(max_length=998)]
+    """Its value (`auto-generated`)."""
+
+
 class IntegrationTest(WriteModel):
     """A mail described, not sent: what the rules read of it."""
 
@@ -258,7 +265,7 @@ class IntegrationTest(WriteModel):
                 {
                     "from": "ci@example.org",
                     "subject": "Build 42 failed",
-                    "headers": {"Auto-Submitted": "auto-generated"},
+                    "headers": [{"name": "Auto-Submitted", "value": "auto-generated"}],
                     "spf": "pass",
                 },
             ]
@@ -269,11 +276,8 @@ class IntegrationTest(WriteModel):
     """The From header (`alice@example.org` or `Alice <alice@example.org>`)."""
     subject: Annotated[str, Field(max_length=998)] = ""
     """The subject."""
-    headers: Annotated[
-        dict[Annotated[str, Field(pattern=_HEADER_NAME)], Annotated[str, Field(max_length=998)]],
-        Field(max_length=100),
-    ] = {}
-    """Other headers, by name (`Auto-Submitted`, `Precedence`, `Content-Type`, ...)."""
+    headers: Annotated[list[DescribedHeader], Field(max_length=100)] = []
+    """Other headers, in order (`Auto-Submitted`, `Precedence`, `Content-Type`, ...)."""
     envelope_from: Annotated[str | None, Field(max_length=998)] = None
     """The envelope sender; `""` is a null sender (a bounce); left out or null: the From address."""
     attachments: Annotated[list[DescribedAttachment], Field(max_length=1000)] = []

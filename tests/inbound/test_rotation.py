@@ -24,8 +24,8 @@ ROOT = bearer("root", "p1", "admin")
 async def rotate(
     client: httpx.AsyncClient, integration_id: str, body: Any = None, auth: dict[str, str] = ROOT
 ) -> httpx.Response:
-    if body is None:
-        return await client.post(f"/v1/integrations/{integration_id}/rotate-address", headers=auth)
+    """``body`` None: ``{}`` (the default grace period)."""
+    body = {} if body is None else body
     return await client.post(
         f"/v1/integrations/{integration_id}/rotate-address", json=body, headers=auth
     )
@@ -146,7 +146,8 @@ class TestRotateAddress:
             await server.close()
 
     @pytest.mark.parametrize(
-        "body", [{"grace_days": 31}, {"grace_days": -1}, {"grace_days": "x"}, {"other": 1}, []]
+        "body",
+        [{"grace_days": 31}, {"grace_days": -1}, {"grace_days": "x"}, {"other": 1}, [], "7"],
     )
     async def test_bad_input_is_a_validation_problem(
         self, client: httpx.AsyncClient, inbox: Inbox, body: Any

@@ -85,10 +85,13 @@ class TestDryRun:
             "rejected",
             "sender_not_allowed",
         )
-        alert = {**mail, "headers": {"Auto-Submitted": "auto-generated"}}
+        alert = {**mail, "headers": [{"name": "Auto-Submitted", "value": "auto-generated"}]}
         assert await setup.outcome(**alert) == ("rejected", "auto_reply")
         assert await setup.outcome(**mail, envelope_from="") == ("rejected", "auto_reply")
-        report = {**mail, "headers": {"Content-Type": "multipart/report; report-type=x"}}
+        report = {
+            **mail,
+            "headers": [{"name": "Content-Type", "value": "multipart/report; report-type=x"}],
+        }
         assert await setup.outcome(**report) == ("rejected", "auto_reply")
         big = [{"filename": "big.pdf", "size": 6 * MiB}]
         assert await setup.outcome(**mail, attachments=big) == ("rejected", "attachment_too_large")
@@ -149,8 +152,9 @@ class TestDryRun:
             {},
             {"from": ""},
             {"from": "a@example.org", "unknown": 1},
-            {"from": "a@example.org", "headers": {"Bad Name": "x"}},
-            {"from": "a@example.org", "headers": {"X": 1}},
+            {"from": "a@example.org", "headers": [{"name": "Bad Name", "value": "x"}]},
+            {"from": "a@example.org", "headers": [{"name": "X", "value": 1}]},
+            {"from": "a@example.org", "headers": {"X": "y"}},
             {"from": "a@example.org", "attachments": [{"filename": "a", "size": -1}]},
             {"from": "a@example.org", "attachments": [{"filename": "a"}]},
             {"from": "a@example.org", "spf": 1},
