@@ -25,7 +25,14 @@ from app.blobs.store import BlobStoreUnavailable
 from app.config import Settings
 from app.db.base import utcnow
 from app.db.engine import create_engine
-from app.models import Attachment, Delivery, DeliveryStatus, ProviderToken, RateCounter
+from app.models import (
+    Attachment,
+    Delivery,
+    DeliveryStatus,
+    PlatformDeletion,
+    ProviderToken,
+    RateCounter,
+)
 
 logger = logging.getLogger("mailslot.cleanup")
 
@@ -96,6 +103,10 @@ async def cleanup(
                 sa.delete(RateCounter).where(RateCounter.window_start < int(time.time()) - longest)
             )
             report.counters_purged = int(getattr(result, "rowcount", 0) or 0)
+            # The record of a finished platform removal names only its id and counts.
+            await session.execute(
+                sa.delete(PlatformDeletion).where(PlatformDeletion.finished_at < now - retention)
+            )
         # The names first: every blob a row names now, and the instant before they were read.
         named_at = time.time() if as_of is None else as_of
         async with sessions() as session:

@@ -43,7 +43,7 @@ P = "p1"
 ROOT = bearer("root", P, "admin")
 
 LISTED, HIDDEN = "listed", "hidden"
-PROBLEM_CODES = {403: "forbidden", 404: "not_found"}
+PROBLEM_CODES = {401: "unauthenticated", 403: "forbidden", 404: "not_found"}
 SUCCESS = {200, 201, 204}
 
 
@@ -122,6 +122,8 @@ MATRIX: list[tuple[str, tuple[tuple[bool, bool], ...], Any, Any, Any, Any, Any, 
     ("delete own integration",   (GROUP,),    204,    204,    NA,       204,    NA,       NA),
     ("delete own integration",   (BOTH,),     204,    204,    NA,       204,    NA,       NA),
     ("replay a refused delivery", ANY,        200,    403,    404,     404,    404,     404),
+    # the operator's alone: no user of the platform, its admin included, may remove it
+    ("remove the platform",      ANY,         401,    401,    401,     401,    401,     401),
 ]
 # fmt: on
 
@@ -133,6 +135,7 @@ class Scene:
     caller: dict[str, str]
     group: str  # the group the actions are about ("Target")
     ids: dict[str, str] = field(default_factory=dict)  # integrations, by purpose
+    platform: str = ""
 
 
 Run = Callable[[Scene], Awaitable[Any]]
@@ -325,6 +328,10 @@ async def _replay(s: Scene) -> Any:
     return answer(r)
 
 
+async def _remove_platform(s: Scene) -> Any:
+    return answer(await s.client.delete(f"/v1/platforms/{s.platform}", headers=s.caller))
+
+
 async def _create_with_new_group(s: Scene) -> Any:
     r = await s.client.post(
         "/v1/integrations",
@@ -355,6 +362,7 @@ ACTIONS: dict[str, Action] = {
         _create_with_new_group, root_dedicated, ([], []), (["Dedicated"], ["Dedicated"])
     ),
     "replay a refused delivery": Action(_replay),
+    "remove the platform": Action(_remove_platform, root_group_status, 200, 404),
     **THEIRS["writes"],
     **MINE["writes"],
     "delete group": Action(_delete_group, root_group_status, 200, 404),
@@ -392,6 +400,7 @@ async def build(world: World, caller: Caller, settings: tuple[bool, bool]) -> Sc
         await world.member(home, caller.user_id, caller.group_role, platform)
     await world.member(group, "bea", "member", platform)
     scene = Scene(world.client, bearer("root", platform, "admin"), caller.headers(platform), group)
+    scene.platform = platform
     for purpose in ("theirs:change", "theirs:delete"):
         scene.ids[purpose] = (await world.integration(group, "Theirs", platform))["id"]
     scene.ids["theirs"] = scene.ids["theirs:change"]

@@ -16,7 +16,7 @@ from app.models.group import Group
 from app.models.group_member import GroupMember
 from app.models.inbound import ProviderToken, RateCounter
 from app.models.integration import Integration, IntegrationAddress
-from app.models.platform import Platform
+from app.models.platform import Platform, PlatformDeletion
 from app.models.post import Attachment, Post
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "OversizePolicy",
     "Plan",
     "Platform",
+    "PlatformDeletion",
     "Post",
     "ProviderToken",
     "RateCounter",

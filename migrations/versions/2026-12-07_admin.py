@@ -1,4 +1,5 @@
-"""Admin features: automatic mail and verified senders options, previous addresses.
+"""Admin features: automatic mail and verified senders options, previous addresses, the
+record of a platform's removal.
 
 Revision ID: 0004
 Revises: 0002
@@ -34,12 +35,24 @@ def upgrade() -> None:
     with op.batch_alter_table('deliveries', schema=None) as batch_op:
         batch_op.add_column(sa.Column('address', sa.String(length=320), nullable=True))
 
+    op.create_table('platform_deletions',
+    sa.Column('platform_id', sa.String(length=64), nullable=False),
+    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('removed', sa.JSON(), nullable=False),
+    sa.Column('error', sa.Text(), nullable=True),
+    sa.Column('requested_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('finished_at', sa.DateTime(timezone=True), nullable=True),
+    sa.PrimaryKeyConstraint('platform_id', name=op.f('pk_platform_deletions'))
+    )
+
     with op.batch_alter_table('integrations', schema=None) as batch_op:
         batch_op.add_column(sa.Column('automatic_mail', sa.Enum('refuse', 'accept', name='automaticmail', native_enum=False, length=16), server_default='refuse', nullable=False))
         batch_op.add_column(sa.Column('allowed_senders_verified_only', sa.Boolean(), server_default=sa.false(), nullable=False))
 
 
 def downgrade() -> None:
+    op.drop_table('platform_deletions')
     with op.batch_alter_table('deliveries', schema=None) as batch_op:
         batch_op.drop_column('address')
 
