@@ -28,7 +28,6 @@ from app.db.engine import create_engine
 from app.models import (
     Attachment,
     Delivery,
-    DeliveryStatus,
     PlatformDeletion,
     ProviderToken,
     RateCounter,
@@ -78,8 +77,8 @@ async def cleanup(
                 sa.update(Delivery)
                 .where(
                     Delivery.content_sha256.is_not(None),
+                    # Refused and failed mail, and mail that a replay posted since.
                     Delivery.received_at < now - retention,
-                    Delivery.status.in_([DeliveryStatus.rejected, DeliveryStatus.failed]),
                 )
                 .values(content_sha256=None)
             )

@@ -98,10 +98,10 @@ async def replay_delivery(
     once the kept content was purged (`DELIVERY_RETENTION_DAYS`)."""
     delivery = await service.replayable(user, delivery_id)
     if not replay.replayable(delivery):
+        why = f"{delivery.status}" + (f", {delivery.reason}" if delivery.reason else "")
         raise NotReplayable(
-            f"A {delivery.status} delivery"
-            + (f" ({delivery.reason})" if delivery.reason else "")
-            + " cannot be replayed."
+            f"This delivery ({why}) cannot be replayed: only failed deliveries and rejected ones "
+            "whose mail was read and routed can."
         )
     if delivery.content_sha256 is None:
         raise ContentExpired("The delivery's kept content was purged; it cannot be replayed.")

@@ -88,7 +88,6 @@ async def replay(pipeline: Pipeline, delivery_id: uuid.UUID, platform_id: str) -
                 status=DeliveryStatus.duplicate,
                 reason=None,
                 post_id=previous.post_id,
-                keep_content=previous.status is DeliveryStatus.rejected,
             )
         elif not decision.posts:
             assert decision.status is not None  # noqa: S101
@@ -100,14 +99,13 @@ async def replay(pipeline: Pipeline, delivery_id: uuid.UUID, platform_id: str) -
             attachments = attachment_rows(stored, post, settings.max_attachment_bytes)
             if await writer.add_post(post, attachments):
                 await writer.update_delivery(
-                    delivery_id, status=DeliveryStatus.accepted, post_id=post.id, keep_content=False
+                    delivery_id, status=DeliveryStatus.accepted, post_id=post.id
                 )
             else:  # the integration posted the mail since (a provider's retry)
                 await writer.update_delivery(
                     delivery_id,
                     status=DeliveryStatus.duplicate,
                     post_id=await repo.post_id_for(route.id, key),
-                    keep_content=False,
                 )
         await session.refresh(target)
         return target

@@ -498,18 +498,10 @@ class Writer:
         reason: str | None = None,
         post_id: uuid.UUID | None = None,
         error: str | None = None,
-        keep_content: bool = True,
     ) -> None:
-        """A replayed delivery, brought up to date with what replay decided (``keep_content``
-        False: its kept content is no longer named, the post holds the mail now)."""
-        values: dict[str, Any] = {
-            "status": status,
-            "reason": reason,
-            "post_id": post_id,
-            "error": error,
-        }
-        if not keep_content:
-            values["content_sha256"] = None
+        """A replayed delivery, brought up to date with what replay decided (its kept content
+        stays until the retention period ends, as any delivery's)."""
+        values = {"status": status, "reason": reason, "post_id": post_id, "error": error}
         await self.conn.execute(
             sa.update(DELIVERIES).where(DELIVERIES.c.id == delivery_id).values(values)
         )
