@@ -40,6 +40,10 @@ class NotReplayable(AppError):
     status, code, title = 409, "not_replayable", "Not replayable"
 
 
+class ContentExpired(AppError):
+    status, code, title = 409, "content_expired", "Content expired"
+
+
 class UnsupportedMediaType(AppError):
     status, code, title = 415, "unsupported_media_type", "Unsupported media type"
 

@@ -25,7 +25,13 @@ from app.blobs.store import BlobStoreUnavailable
 from app.config import Settings
 from app.db.base import utcnow
 from app.db.engine import create_engine
-from app.models import Attachment, Delivery, DeliveryStatus, ProviderToken, RateCounter
+from app.models import (
+    Attachment,
+    Delivery,
+    PlatformDeletion,
+    ProviderToken,
+    RateCounter,
+)
 
 logger = logging.getLogger("mailslot.cleanup")
 
@@ -71,8 +77,8 @@ async def cleanup(
                 sa.update(Delivery)
                 .where(
                     Delivery.content_sha256.is_not(None),
+                    # Refused and failed mail, and mail that a replay posted since.
                     Delivery.received_at < now - retention,
-                    Delivery.status.in_([DeliveryStatus.rejected, DeliveryStatus.failed]),
                 )
                 .values(content_sha256=None)
             )
@@ -96,6 +102,10 @@ async def cleanup(
                 sa.delete(RateCounter).where(RateCounter.window_start < int(time.time()) - longest)
             )
             report.counters_purged = int(getattr(result, "rowcount", 0) or 0)
+            # The record of a finished platform removal names only its id and counts.
+            await session.execute(
+                sa.delete(PlatformDeletion).where(PlatformDeletion.finished_at < now - retention)
+            )
         # The names first: every blob a row names now, and the instant before they were read.
         named_at = time.time() if as_of is None else as_of
         async with sessions() as session:

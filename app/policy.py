@@ -106,7 +106,7 @@ class PolicyServer:
     async def _live(self, address: str) -> bool:
         async with self.sessionmaker() as session:
             routes = await InboundRepository(session).routes([address])
-        return any(route.deleted_at is None for route in routes)
+        return any(route.live() for route in routes)
 
     async def start(self, host: str, port: int) -> asyncio.Server:
         self.server = await asyncio.start_server(self._serve, host, port, limit=MAX_LINE_BYTES)

@@ -118,7 +118,7 @@ class TestProblems:
         assert problem_codes(create["415"]) == ["unsupported_media_type"]
         assert problem_codes(create["401"]) == ["unauthenticated"]
         replay = operation("/v1/deliveries/{delivery_id}/replay", "post")["responses"]
-        assert problem_codes(replay["409"]) == ["not_replayable"]
+        assert problem_codes(replay["409"]) == ["not_replayable", "content_expired"]
         listing = operation("/v1/integrations", "get")["responses"]
         assert problem_codes(listing["422"]) == ["validation_error", "invalid_cursor"]
         assert "415" not in listing

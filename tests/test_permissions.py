@@ -19,15 +19,31 @@ from typing import Any
 import httpx
 import pytest
 
+from app.config import Settings
 from tests.auth import bearer
+from tests.conftest import make_settings
 from tests.factories import World
+from tests.inbound.payloads import INBOUND_PASSWORD, INBOUND_USER, basic, postmark_json
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Any, blob_store: str) -> Settings:
+    """Inbound on: a refused mail gives the replay action its delivery."""
+    return make_settings(
+        database_url,
+        tmp_path / "blobs",
+        store=blob_store,
+        inbound_username=INBOUND_USER,
+        inbound_password=INBOUND_PASSWORD,
+    )
+
 
 # The platform of the stories after the matrix, and its admin.
 P = "p1"
 ROOT = bearer("root", P, "admin")
 
 LISTED, HIDDEN = "listed", "hidden"
-PROBLEM_CODES = {403: "forbidden", 404: "not_found"}
+PROBLEM_CODES = {401: "unauthenticated", 403: "forbidden", 404: "not_found"}
 SUCCESS = {200, 201, 204}
 
 
@@ -78,19 +94,36 @@ MATRIX: list[tuple[str, tuple[tuple[bool, bool], ...], Any, Any, Any, Any, Any, 
     ("create with new group",    (BOTH,),     201,    201,    201,     201,    201,     201),
     ("see their integration",    ANY,         200,    200,    404,     404,    404,     404),
     ("list their integration",   ANY,         LISTED, LISTED, HIDDEN,  HIDDEN, HIDDEN,  HIDDEN),
+    ("find their integration",   ANY,         LISTED, LISTED, HIDDEN,  HIDDEN, HIDDEN,  HIDDEN),
+    ("test their integration",   ANY,         200,    200,    404,     404,    404,     404),
     ("change their integration", ANY,         200,    200,    404,     404,    404,     404),
+    ("set their options",        ANY,         200,    200,    404,     404,    404,     404),
+    ("rotate their address",     ANY,         200,    200,    404,     404,    404,     404),
     ("delete their integration", ANY,         204,    204,    404,     404,    404,     404),
     ("see own integration",      ANY,         200,    200,    NA,       200,    NA,       NA),
     ("list own integration",     ANY,         LISTED, LISTED, NA,       LISTED, NA,       NA),
+    ("find own integration",     ANY,         LISTED, LISTED, NA,       LISTED, NA,       NA),
+    ("test own integration",     ANY,         200,    200,    NA,       200,    NA,       NA),
     # a member who made one keeps seeing it, but changes it only while still allowed to create
     ("change own integration",   (OFF,),      200,    200,    NA,       403,    NA,       NA),
     ("change own integration",   (PLATFORM,), 200,    200,    NA,       200,    NA,       NA),
     ("change own integration",   (GROUP,),    200,    200,    NA,       200,    NA,       NA),
     ("change own integration",   (BOTH,),     200,    200,    NA,       200,    NA,       NA),
+    ("set own options",          (OFF,),      200,    200,    NA,       403,    NA,       NA),
+    ("set own options",          (PLATFORM,), 200,    200,    NA,       200,    NA,       NA),
+    ("set own options",          (GROUP,),    200,    200,    NA,       200,    NA,       NA),
+    ("set own options",          (BOTH,),     200,    200,    NA,       200,    NA,       NA),
+    ("rotate own address",       (OFF,),      200,    200,    NA,       403,    NA,       NA),
+    ("rotate own address",       (PLATFORM,), 200,    200,    NA,       200,    NA,       NA),
+    ("rotate own address",       (GROUP,),    200,    200,    NA,       200,    NA,       NA),
+    ("rotate own address",       (BOTH,),     200,    200,    NA,       200,    NA,       NA),
     ("delete own integration",   (OFF,),      204,    204,    NA,       403,    NA,       NA),
     ("delete own integration",   (PLATFORM,), 204,    204,    NA,       204,    NA,       NA),
     ("delete own integration",   (GROUP,),    204,    204,    NA,       204,    NA,       NA),
     ("delete own integration",   (BOTH,),     204,    204,    NA,       204,    NA,       NA),
+    ("replay a refused delivery", ANY,        200,    403,    404,     404,    404,     404),
+    # the operator's alone: no user of the platform, its admin included, may remove it
+    ("remove the platform",      ANY,         401,    401,    401,     401,    401,     401),
 ]
 # fmt: on
 
@@ -102,6 +135,7 @@ class Scene:
     caller: dict[str, str]
     group: str  # the group the actions are about ("Target")
     ids: dict[str, str] = field(default_factory=dict)  # integrations, by purpose
+    platform: str = ""
 
 
 Run = Callable[[Scene], Awaitable[Any]]
@@ -124,8 +158,8 @@ def answer(r: httpx.Response) -> int:
     return r.status_code
 
 
-async def listed(s: Scene, path: str, item_id: str) -> str:
-    r = await s.client.get(path, params={"limit": 200}, headers=s.caller)
+async def listed(s: Scene, path: str, item_id: str, **params: Any) -> str:
+    r = await s.client.get(path, params={"limit": 200, **params}, headers=s.caller)
     assert r.status_code == 200, r.text
     return LISTED if item_id in {item["id"] for item in r.json()["items"]} else HIDDEN
 
@@ -172,6 +206,17 @@ def integration_actions(whose: str, title: str) -> dict[str, dict[str, Action]]:
     async def in_list(s: Scene) -> Any:
         return await listed(s, "/v1/integrations", s.ids[whose])
 
+    async def find(s: Scene) -> Any:
+        return await listed(s, "/v1/integrations", s.ids[whose], q=title.upper(), enabled=True)
+
+    async def dry_run(s: Scene) -> Any:
+        r = await s.client.post(
+            f"/v1/integrations/{s.ids[whose]}/test",
+            json={"from": "alice@example.org"},
+            headers=s.caller,
+        )
+        return answer(r)
+
     async def change(s: Scene) -> Any:
         r = await s.client.patch(
             f"/v1/integrations/{s.ids[whose + ':change']}",
@@ -183,6 +228,31 @@ def integration_actions(whose: str, title: str) -> dict[str, dict[str, Action]]:
     async def delete(s: Scene) -> Any:
         r = await s.client.delete(f"/v1/integrations/{s.ids[whose + ':delete']}", headers=s.caller)
         return answer(r)
+
+    async def set_options(s: Scene) -> Any:
+        r = await s.client.patch(
+            f"/v1/integrations/{s.ids[whose + ':change']}",
+            json={"automatic_mail": "accept", "allowed_senders_verified_only": True},
+            headers=s.caller,
+        )
+        return answer(r)
+
+    async def rotate(s: Scene) -> Any:
+        r = await s.client.post(
+            f"/v1/integrations/{s.ids[whose + ':change']}/rotate-address",
+            json={"grace_days": 1},
+            headers=s.caller,
+        )
+        return answer(r)
+
+    async def root_previous(s: Scene) -> Any:
+        r = await s.client.get(f"/v1/integrations/{s.ids[whose + ':change']}", headers=s.root)
+        return len(r.json()["previous_addresses"])
+
+    async def root_options(s: Scene) -> Any:
+        r = await s.client.get(f"/v1/integrations/{s.ids[whose + ':change']}", headers=s.root)
+        body = r.json()
+        return body["automatic_mail"], body["allowed_senders_verified_only"]
 
     def root_view(purpose: str) -> Run:
         async def observe(s: Scene) -> Any:
@@ -196,6 +266,8 @@ def integration_actions(whose: str, title: str) -> dict[str, dict[str, Action]]:
         "reads": {
             f"see {name} integration": Action(see),
             f"list {name} integration": Action(in_list),
+            f"find {name} integration": Action(find),
+            f"test {name} integration": Action(dry_run),
         },
         "writes": {
             f"change {name} integration": Action(
@@ -204,6 +276,10 @@ def integration_actions(whose: str, title: str) -> dict[str, dict[str, Action]]:
             f"delete {name} integration": Action(
                 delete, root_view(f"{whose}:delete"), (200, title), (404, None)
             ),
+            f"set {name} options": Action(
+                set_options, root_options, ("refuse", False), ("accept", True)
+            ),
+            f"rotate {name} address": Action(rotate, root_previous, 0, 1),
         },
     }
 
@@ -247,6 +323,15 @@ async def _create_integration(s: Scene) -> Any:
     return answer(r)
 
 
+async def _replay(s: Scene) -> Any:
+    r = await s.client.post(f"/v1/deliveries/{s.ids['refused']}/replay", headers=s.caller)
+    return answer(r)
+
+
+async def _remove_platform(s: Scene) -> Any:
+    return answer(await s.client.delete(f"/v1/platforms/{s.platform}", headers=s.caller))
+
+
 async def _create_with_new_group(s: Scene) -> Any:
     r = await s.client.post(
         "/v1/integrations",
@@ -256,6 +341,9 @@ async def _create_with_new_group(s: Scene) -> Any:
     return answer(r)
 
 
+READ_VERBS = ("see", "list", "find", "test")
+WRITE_VERBS = ("change", "delete")
+OWN_EXTRA = {"set own options", "rotate own address"}
 THEIRS = integration_actions("theirs", "Theirs")
 MINE = integration_actions("mine", "Mine")
 
@@ -273,6 +361,8 @@ ACTIONS: dict[str, Action] = {
     "create with new group": Action(
         _create_with_new_group, root_dedicated, ([], []), (["Dedicated"], ["Dedicated"])
     ),
+    "replay a refused delivery": Action(_replay),
+    "remove the platform": Action(_remove_platform, root_group_status, 200, 404),
     **THEIRS["writes"],
     **MINE["writes"],
     "delete group": Action(_delete_group, root_group_status, 200, 404),
@@ -310,9 +400,17 @@ async def build(world: World, caller: Caller, settings: tuple[bool, bool]) -> Sc
         await world.member(home, caller.user_id, caller.group_role, platform)
     await world.member(group, "bea", "member", platform)
     scene = Scene(world.client, bearer("root", platform, "admin"), caller.headers(platform), group)
+    scene.platform = platform
     for purpose in ("theirs:change", "theirs:delete"):
         scene.ids[purpose] = (await world.integration(group, "Theirs", platform))["id"]
     scene.ids["theirs"] = scene.ids["theirs:change"]
+    address = await world.client.get(f"/v1/integrations/{scene.ids['theirs']}", headers=scene.root)
+    alert = postmark_json(
+        address.json()["address"], headers=[{"Name": "Auto-Submitted", "Value": "auto-generated"}]
+    )
+    r = await world.client.post("/inbound/postmark", json=alert, headers=basic())
+    assert r.json()["reason"] == "auto_reply", r.text
+    scene.ids["refused"] = r.json()["delivery_ids"][0]
     if makes_own:
         for purpose in ("mine:change", "mine:delete"):
             made = await world.integration(
@@ -327,7 +425,7 @@ async def build(world: World, caller: Caller, settings: tuple[bool, bool]) -> Sc
 
 @pytest.mark.parametrize("caller", [pytest.param(c, id=c.label) for c in COLUMNS])
 async def test_who_may_do_what(world: World, subtests: pytest.Subtests, caller: Caller) -> None:
-    own = {f"{verb} own integration" for verb in ("see", "list", "change", "delete")}
+    own = {f"{verb} own integration" for verb in READ_VERBS + WRITE_VERBS} | OWN_EXTRA
     for settings in ANY:
         expected = expectations(caller, settings)
         assert set(expected) == set(ACTIONS) - (set() if caller in MAKE_THEIR_OWN else own)

@@ -53,6 +53,7 @@ class ProblemCode(StrEnum):
     conflict = "conflict"
     plan_limit_reached = "plan_limit_reached"
     not_replayable = "not_replayable"
+    content_expired = "content_expired"
     payload_too_large = "payload_too_large"
     unsupported_media_type = "unsupported_media_type"
     validation_error = "validation_error"
@@ -66,12 +67,14 @@ class ProblemCode(StrEnum):
 CODE_STATUS: dict[str, int] = {code: status for status, (code, _) in HTTP_CODES.items()} | {
     ProblemCode.plan_limit_reached: 409,
     ProblemCode.not_replayable: 409,
+    ProblemCode.content_expired: 409,
     ProblemCode.invalid_cursor: 422,
 }
 # Codes whose problems have a title of their own (app.errors).
 CODE_TITLES: dict[str, str] = {
     ProblemCode.plan_limit_reached: "Plan limit reached",
     ProblemCode.not_replayable: "Not replayable",
+    ProblemCode.content_expired: "Content expired",
     ProblemCode.invalid_cursor: "Invalid cursor",
 }
 CODE_MEANINGS: dict[str, str] = {
@@ -82,7 +85,10 @@ CODE_MEANINGS: dict[str, str] = {
     ProblemCode.method_not_allowed: "The path does not serve this method (see `Allow`).",
     ProblemCode.conflict: "The resource already exists.",
     ProblemCode.plan_limit_reached: "The platform's plan allows no more integrations.",
-    ProblemCode.not_replayable: "Only a `failed` delivery with its kept content is replayed.",
+    ProblemCode.not_replayable: "Only a `failed` delivery, or a `rejected` one whose mail was read "
+    "and routed, is replayed.",
+    ProblemCode.content_expired: "The delivery's kept content was purged "
+    "(`DELIVERY_RETENTION_DAYS`): it cannot be replayed.",
     ProblemCode.payload_too_large: "The request is over `MAX_REQUEST_BYTES`.",
     ProblemCode.unsupported_media_type: "The body must be `application/json`.",
     ProblemCode.validation_error: "Invalid fields: `errors` names each one.",

@@ -11,7 +11,8 @@ from app.api.problems import responses
 from app.db.repository import PageResult
 from app.deliveries.schemas import DeliveryRead, DeliveryReason
 from app.deliveries.service import DeliveryService
-from app.errors import NotReplayable
+from app.errors import ContentExpired, NotReplayable
+from app.inbound import replay
 from app.inbound.service import InboundService
 from app.models import Delivery, DeliveryStatus
 
@@ -76,7 +77,7 @@ async def get_delivery(delivery_id: uuid.UUID, user: CurrentUser, service: Servi
 @router.post(
     "/v1/deliveries/{delivery_id}/replay",
     status_code=200,
-    responses=responses(403, 404, "not_replayable", 422),
+    responses=responses(403, 404, "not_replayable", "content_expired", 422),
 )
 async def replay_delivery(
     delivery_id: uuid.UUID,
@@ -85,18 +86,31 @@ async def replay_delivery(
     session: SessionDep,
     request: Request,
 ) -> DeliveryRead:
-    """Process a `failed` delivery again from its kept content (admins); 409 for other statuses."""
+    """Process a delivery again from its kept content, with today's rules and settings (admins):
+    a `failed` one (after a fix of ours), or a `rejected` one after a rule change (a wider
+    allow-list, the integration enabled again, `oversize_attachments: "drop"`, automatic mail
+    accepted). Answers the updated delivery: `accepted` with its new post, `duplicate` of a post
+    made since, or still `rejected` with today's reason. A delivery is never posted twice, however
+    many replays run at once.
+
+    409 `not_replayable` for other statuses and for refusals with nothing to decide again
+    (`unknown_recipient`, `malformed_message`, `message_too_complex`); 409 `content_expired`
+    once the kept content was purged (`DELIVERY_RETENTION_DAYS`)."""
     delivery = await service.replayable(user, delivery_id)
-    if delivery.status is not DeliveryStatus.failed:
+    if not replay.replayable(delivery):
+        why = f"{delivery.status}" + (f", {delivery.reason}" if delivery.reason else "")
         raise NotReplayable(
-            f"Only failed deliveries can be replayed; this one is {delivery.status}."
+            f"This delivery ({why}) cannot be replayed: only failed deliveries and rejected ones "
+            "whose mail was read and routed can."
         )
+    if delivery.content_sha256 is None:
+        raise ContentExpired("The delivery's kept content was purged; it cannot be replayed.")
     await session.commit()  # replay runs its own transactions (SQLite has one writer at a time)
     state = request.app.state
     inbound = InboundService(state.sessionmaker, state.blobs, state.settings)
     replayed = await inbound.replay(delivery.id, user.platform_id)
     if replayed is None or replayed.status is DeliveryStatus.failed:
-        raise NotReplayable("The delivery's kept content is gone or it failed again.")
+        raise NotReplayable("The delivery could not be replayed, or it failed again.")
     return DeliveryRead.model_validate(replayed)
 
 

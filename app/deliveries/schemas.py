@@ -29,6 +29,7 @@ DELIVERY_EXAMPLE: dict[str, Any] = {
     "post_id": None,
     "error": None,
     "received_at": "2026-11-28T19:07:01.000Z",
+    "address": "weekly-newsletter.75ekp282n39radq92i2kcyimtj@in.example.com",
 }
 
 
@@ -69,3 +70,7 @@ class DeliveryRead(ReadModel):
     """What failed (status `failed`)."""
     received_at: datetime
     """When it arrived."""
+    address: str | None
+    """The integration's address the mail came to: its current one, or a previous one (see
+    `rotate-address`); null for mail that matched no integration (and for mail logged before
+    addresses were recorded)."""

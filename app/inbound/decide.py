@@ -11,14 +11,20 @@ import hashlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from app.config import Settings
 from app.inbound import content
 from app.inbound.model import InboundEmail
-from app.inbound.rules import author_address, is_auto_reply, normalise_recipient, sender_allowed
-from app.models import DeliveryStatus, OversizePolicy, RejectionReason
+from app.inbound.rules import (
+    GENERATED,
+    author_address,
+    automatic_kind,
+    normalise_recipient,
+    sender_allowed,
+)
+from app.models import AutomaticMail, DeliveryStatus, OversizePolicy, RejectionReason
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,10 @@ class Route:
     allowed_senders: list[str]
     oversize_attachments: OversizePolicy
     deleted_at: datetime | None
+    automatic_mail: AutomaticMail = AutomaticMail.refuse
+    allowed_senders_verified_only: bool = False
+    address: str | None = None  # the address the mail was routed by
+    address_valid_until: datetime | None = None  # a previous address's end; None: current
 
     @classmethod
     def of(cls, row: Any) -> Route:
@@ -44,7 +54,19 @@ class Route:
             allowed_senders=list(row["allowed_senders"] or []),
             oversize_attachments=OversizePolicy(row["oversize_attachments"]),
             deleted_at=row["deleted_at"],
+            automatic_mail=AutomaticMail(row["automatic_mail"]),
+            allowed_senders_verified_only=bool(row["allowed_senders_verified_only"]),
+            address=row.get("routed_address"),
+            address_valid_until=row.get("routed_until"),
         )
+
+    def live(self, now: datetime | None = None) -> bool:
+        """Whether the address still belongs to the integration: not deleted, and not a
+        previous address past its ``valid_until``."""
+        if self.deleted_at is not None:
+            return False
+        until = self.address_valid_until
+        return until is None or (now or datetime.now(UTC)) < until
 
 
 @dataclass(frozen=True)
@@ -85,14 +107,22 @@ def oversize(email: InboundEmail, settings: Settings) -> list[Any]:
 
 def decide(email: InboundEmail, route: Route, settings: Settings) -> Decision:
     """Refused for good (status and reason), or to be posted (with what is omitted)."""
-    if route.deleted_at is not None:
-        # The address is no longer anyone's; the refusal is logged for its platform.
+    if not route.live():
+        # The address is no longer anyone's (a deleted integration, a previous address past
+        # its grace period); the refusal is logged for its platform.
         return _refused(RejectionReason.unknown_recipient)
     if not route.enabled:
         return _refused(RejectionReason.integration_disabled)
-    if is_auto_reply(email):
+    automatic = automatic_kind(email)
+    if automatic is not None and not (
+        automatic == GENERATED and route.automatic_mail is AutomaticMail.accept
+    ):
         return _refused(RejectionReason.auto_reply)
-    if not sender_allowed(author_address(email), list(route.allowed_senders or [])):
+    allowed = list(route.allowed_senders or [])
+    if not sender_allowed(author_address(email), allowed):
+        return _refused(RejectionReason.sender_not_allowed)
+    if allowed and route.allowed_senders_verified_only and not author_verified(email):
+        # A listed address is taken at its word only when the provider vouches for it.
         return _refused(RejectionReason.sender_not_allowed)
     too_large = oversize(email, settings)
     if too_large and route.oversize_attachments is OversizePolicy.reject:

@@ -65,6 +65,7 @@ async def log_for_each_route(
             key,
             platform_id=route.platform_id if route else None,
             integration_id=route.id if route else None,
+            address=route.address if route else None,
             **values,
         )
         for route in targets

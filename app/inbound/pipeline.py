@@ -278,7 +278,9 @@ class Pipeline:
                 # and a retry of this event that found it claimed with nothing recorded yet
                 # (the general path) posted the mail meanwhile: a duplicate of that post.
                 repo = InboundRepository(conn)
-                duplicate = self._duplicate(repo, writer, email, key, route.platform_id, route.id)
+                duplicate = self._duplicate(
+                    repo, writer, email, key, route.platform_id, route.id, address=route.address
+                )
                 outcomes.append(await duplicate)
             if conn.in_transaction():  # not when each statement was one autocommitted unit
                 await conn.commit()
@@ -330,6 +332,7 @@ class Pipeline:
             reason=decision.reason,
             post_id=post.id if post else None,
             content_sha256=None if decision.posts else kept,
+            address=route.address,
         )
 
     async def _unrouted(self, email: InboundEmail, key: str, *, probe: bool) -> DeliveryOutcome:
@@ -386,7 +389,9 @@ class Pipeline:
     ) -> DeliveryOutcome:
         route, decision = plan.route, plan.decision
         if plan.previous is not None:
-            return await self._seen_before(repo, writer, email, key, plan.previous)
+            return await self._seen_before(
+                repo, writer, email, key, plan.previous, address=route.address
+            )
         post = None
         if decision.posts:
             post = post_row(email, key, route, decision, await rendered(email))
@@ -396,7 +401,9 @@ class Pipeline:
         )
         if not await writer.write(post, attachments, delivery):
             # A concurrent delivery of the same mail committed first.
-            return await self._duplicate(repo, writer, email, key, route.platform_id, route.id)
+            return await self._duplicate(
+                repo, writer, email, key, route.platform_id, route.id, address=route.address
+            )
         return DeliveryOutcome.of(delivery, attachments)
 
     # --- a mail seen before ----------------------------------------------------------------------
@@ -432,6 +439,7 @@ class Pipeline:
         *,
         probe: bool = False,
         as_first: bool = False,
+        address: str | None = None,
     ) -> DeliveryOutcome:
         """A mail that ``previous`` (an integration's first final delivery of it) ended for good:
         a refusal is answered as the first time, with no new row; an accepted mail adds a
@@ -441,7 +449,14 @@ class Pipeline:
             return _repeat(previous, probe)
         described = previous if as_first else None
         return await self._duplicate(
-            repo, writer, email, key, previous.platform_id, previous.integration_id, described
+            repo,
+            writer,
+            email,
+            key,
+            previous.platform_id,
+            previous.integration_id,
+            described,
+            address=address,
         )
 
     async def _duplicate(
@@ -453,9 +468,11 @@ class Pipeline:
         platform_id: str | None,
         integration_id: uuid.UUID,
         described: Delivery | None = None,
+        address: str | None = None,
     ) -> DeliveryOutcome:
         """The ``duplicate`` row of a mail the integration posted before, pointing at that post
-        (``described``: the row repeats what that delivery recorded of the mail)."""
+        (``described``: the row repeats what that delivery recorded of the mail; ``address``:
+        the integration's address it came to)."""
         row = delivery_row(
             email,
             key,
@@ -463,6 +480,7 @@ class Pipeline:
             platform_id=platform_id,
             integration_id=integration_id,
             post_id=await repo.post_id_for(integration_id, key),
+            address=address,
         )
         if described is not None:
             row = replace(row, **{name: getattr(described, name) for name in DESCRIBED})

@@ -35,14 +35,23 @@ class InboundRepository:
         ).first()
         return None if row is None else Route.of(row._mapping)
 
-    async def final_delivery(self, integration_id: uuid.UUID, dedupe_key: str) -> Delivery | None:
-        """The first delivery of this mail to this integration that ended for good."""
+    async def final_delivery(
+        self,
+        integration_id: uuid.UUID,
+        dedupe_key: str,
+        statuses: Sequence[DeliveryStatus] = FINAL_STATUSES,
+        *,
+        other_than: uuid.UUID | None = None,
+    ) -> Delivery | None:
+        """The first delivery of this mail to this integration that ended for good (with one of
+        ``statuses``; ``other_than``: not that delivery)."""
         stmt = (
             sa.select(Delivery)
             .where(
                 Delivery.integration_id == integration_id,
                 Delivery.dedupe_key == dedupe_key,
-                Delivery.status.in_(FINAL_STATUSES),
+                Delivery.status.in_(statuses),
+                *([] if other_than is None else [Delivery.id != other_than]),
             )
             .order_by(Delivery.received_at, Delivery.id)
             .limit(1)

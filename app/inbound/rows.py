@@ -84,6 +84,7 @@ class DeliveryRow:
     post_id: uuid.UUID | None = None
     error: str | None = None
     content_sha256: str | None = None
+    address: str | None = None  # the integration's address it came to
 
 
 @dataclass(frozen=True)
@@ -168,7 +169,7 @@ def delivery_row(
 # What a delivery records of the mail itself (a duplicate row may repeat the first one's).
 DESCRIBED = (
     *("envelope_from", "envelope_to", "from_", "subject", "size_bytes", "message_id"),
-    *("spf", "dkim"),
+    *("spf", "dkim", "address"),
 )
 
 

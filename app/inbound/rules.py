@@ -22,9 +22,8 @@ def author_address(email: InboundEmail) -> str | None:
     return address if address and len(address) <= MAX_AUTHOR_CHARS else None
 
 
-# Precedence values that mark automatic mail. ``bulk`` and ``list`` (newsletters, mailing lists)
-# are posted normally: forwarding a newsletter into a group is a main use of the product.
-_AUTOMATIC_PRECEDENCE = frozenset({"auto_reply", "junk"})
+# Precedence ``bulk`` and ``list`` (newsletters, mailing lists) mark no automatic mail: they are
+# posted normally, forwarding a newsletter into a group being a main use of the product.
 _ADDRESS = re.compile(r"[^\s@<>()\[\],;:\"\\]+@[^\s@<>()\[\],;:\"\\]+")
 
 
@@ -33,26 +32,55 @@ def _first_word(value: str) -> str:
     return re.split(r"[;(]", value, maxsplit=1)[0].strip().lower()
 
 
-def is_auto_reply(email: InboundEmail) -> bool:
-    """True for automatic mail, which is never posted (so that no mail loop can form).
+# Auto-Submitted values of notifications a program sends on its own (RFC 3834 "auto-generated",
+# RFC 5436 "auto-notified"): alerts, CI, calendars. Any other value but "no" ("auto-replied",
+# or one we do not know) is treated as a reply.
+_GENERATED_SUBMITTED = frozenset({"auto-generated", "auto-notified"})
 
-    Automatic: ``Auto-Submitted`` other than ``no`` (RFC 3834), ``X-Autoreply`` or
-    ``X-Autorespond`` present, ``Precedence: auto_reply`` or ``junk``, a delivery report
-    (``multipart/report``), or a null envelope sender. ``X-Auto-Response-Suppress`` is a request
-    to *us* not to answer, not a marker of automatic mail: it changes nothing.
+GENERATED = "generated"
+REPLY = "reply"
+
+
+def automatic_kind(email: InboundEmail) -> str | None:
+    """What kind of automatic mail this is: ``REPLY`` (a vacation or other automatic reply, a
+    bounce or delivery report: never posted, so that no mail loop can form), ``GENERATED`` (a
+    notification a program sent on its own: posted when the integration accepts automatic
+    mail), or None (a person's mail).
+
+    Replies: a null envelope sender, a delivery report (``multipart/report``),
+    ``Auto-Submitted: auto-replied`` (or any value but ``no`` and the generated ones),
+    ``X-Autoreply``, ``X-Autorespond``, ``Precedence: auto_reply``. Generated:
+    ``Auto-Submitted: auto-generated`` or ``auto-notified``, ``Precedence: junk``. A reply marker
+    wins over a generated one. ``X-Auto-Response-Suppress`` is a request to *us* not to answer,
+    not a marker of automatic mail: it changes nothing.
     """
     if is_null_sender(email.envelope_from):
-        return True
+        return REPLY
     if email.content_type.strip().lower() == "multipart/report":
-        return True
+        return REPLY
+    kind = None
     for name, value in email.headers:
-        if name == "auto-submitted" and _first_word(value) != "no":
-            return True
-        if name in {"x-autoreply", "x-autorespond"}:
-            return True
-        if name == "precedence" and _first_word(value) in _AUTOMATIC_PRECEDENCE:
-            return True
-    return False
+        if name == "auto-submitted":
+            word = _first_word(value)
+            if word in _GENERATED_SUBMITTED:
+                kind = GENERATED
+            elif word != "no":
+                return REPLY
+        elif name in {"x-autoreply", "x-autorespond"}:
+            return REPLY
+        elif name == "precedence":
+            word = _first_word(value)
+            if word == "auto_reply":
+                return REPLY
+            if word == "junk":
+                kind = GENERATED
+    return kind
+
+
+def is_auto_reply(email: InboundEmail) -> bool:
+    """True for automatic mail of any kind (``automatic_kind``): what an integration refuses
+    unless it accepts automatic mail, and then only replies."""
+    return automatic_kind(email) is not None
 
 
 def is_null_sender(envelope_from: str | None) -> bool:

@@ -32,7 +32,7 @@ from app.inbound.rows import (
     columns,
     table,
 )
-from app.models import DeliveryStatus, Integration
+from app.models import DeliveryStatus, Integration, IntegrationAddress
 from app.observability.metrics import database_time
 
 POSTS = table(PostRow)
@@ -41,6 +41,7 @@ DELIVERIES = table(DeliveryRow)
 TOKENS = table(TokenRow)
 COUNTERS = table(CounterRow)
 INTEGRATIONS: sa.Table = Integration.__table__  # type: ignore[assignment]
+PREVIOUS: sa.Table = IntegrationAddress.__table__  # type: ignore[assignment]
 
 
 def _insert(dialect: str, target: sa.Table) -> Any:
@@ -73,25 +74,45 @@ def _prefixed(values: dict[str, Any], prefix: str) -> dict[str, Any]:
 # --- the statements, one insert per table -----------------------------------------------------
 
 
-def _routes(addresses: Any) -> sa.Select[Any]:
-    """The integrations at these addresses (deleted ones too: their mail is refused, and logged
-    for their platform), oldest first."""
-    return (
-        sa.select(INTEGRATIONS)
-        .where(addresses)
-        .order_by(INTEGRATIONS.c.created_at, INTEGRATIONS.c.id)
-    )
-
-
-def _at(dialect: str, *, one: bool = False) -> Any:
-    """The integration's address is among the ``addresses`` (``one``: is the ``address``)."""
+def _match(column: Any, dialect: str, *, one: bool) -> Any:
+    """``column`` is among the ``addresses`` (``one``: is the ``address``)."""
     if one:  # PostgreSQL plans this once (a generic plan); "= ANY" is planned at every call
-        return INTEGRATIONS.c.address == sa.bindparam("address", type_=sa.String())
+        return column == sa.bindparam("address", type_=sa.String())
     if dialect == "postgresql":  # one parameter, however many addresses: one cached statement
-        return INTEGRATIONS.c.address == sa.any_(
-            sa.bindparam("addresses", type_=postgresql.ARRAY(sa.String()))
+        return column == sa.any_(sa.bindparam("addresses", type_=postgresql.ARRAY(sa.String())))
+    return column.in_(sa.bindparam("addresses", expanding=True))
+
+
+def _routed(dialect: str, *, one: bool = False, where: Any = None) -> sa.CompoundSelect[Any]:
+    """The integrations at the addresses (deleted ones too: their mail is refused, and logged
+    for their platform), each with the address it was found by (``routed_address``) and, for a
+    previous address, when it stopped routing (``routed_until``; NULL for a current address).
+
+    Two branches: the current addresses (the lookup of every mail, as it was before previous
+    addresses existed) and the previous ones, whose index probe finds nothing for a current
+    address. ``where``: a further condition on both."""
+    extra = () if where is None else (where,)
+    until = PREVIOUS.c.valid_until
+    current = sa.select(
+        INTEGRATIONS,
+        INTEGRATIONS.c.address.label("routed_address"),
+        sa.cast(sa.null(), until.type).label("routed_until"),
+    ).where(_match(INTEGRATIONS.c.address, dialect, one=one), *extra)
+    previous = (
+        sa.select(
+            INTEGRATIONS,
+            PREVIOUS.c.address.label("routed_address"),
+            until.label("routed_until"),
         )
-    return INTEGRATIONS.c.address.in_(sa.bindparam("addresses", expanding=True))
+        .join_from(PREVIOUS, INTEGRATIONS, INTEGRATIONS.c.id == PREVIOUS.c.integration_id)
+        .where(_match(PREVIOUS.c.address, dialect, one=one), *extra)
+    )
+    return sa.union_all(current, previous)
+
+
+def _routes(routed: sa.Subquery | sa.CTE) -> sa.Select[Any]:
+    """The routed integrations, oldest first."""
+    return sa.select(routed).order_by(routed.c.created_at, routed.c.id)
 
 
 def _token_claim(dialect: str, *, when_routed: bool, one: bool = False) -> Any:
@@ -99,8 +120,13 @@ def _token_claim(dialect: str, *, when_routed: bool, one: bool = False) -> Any:
     ``addresses``: an unrouted mail claims it with its own delivery)."""
     binds = _binds(TokenRow, "t_")
     chosen = sa.select(*binds.values())
-    if when_routed:
-        chosen = chosen.where(sa.exists().where(_at(dialect, one=one)))
+    if when_routed:  # the previous addresses are looked up only when no current one matches
+        chosen = chosen.where(
+            sa.or_(
+                sa.exists().where(_match(INTEGRATIONS.c.address, dialect, one=one)),
+                sa.exists().where(_match(PREVIOUS.c.address, dialect, one=one)),
+            )
+        )
     else:
         chosen = chosen.where(sa.true())  # INSERT ... SELECT ... ON CONFLICT needs a WHERE
     return (
@@ -190,7 +216,8 @@ def _claim_and_route(dialect: str, *, one: bool) -> Any:
     integration at the addresses (``w_seconds``, ``w_starts``), and read those integrations with
     their new counts (``counts``, in window order); nothing when the token was claimed before."""
     claim = _token_claim(dialect, when_routed=True, one=one).cte("claim")
-    routed = sa.and_(_at(dialect, one=one), sa.exists(sa.select(claim.c.token)))
+    # Read once (a CTE), for the counts and for the answer.
+    routed = _routed(dialect, one=one, where=sa.exists(sa.select(claim.c.token))).cte("routed")
     windows = (
         sa.func.unnest(
             sa.bindparam("w_seconds", type_=postgresql.ARRAY(COUNTERS.c.window_seconds.type)),
@@ -203,11 +230,11 @@ def _claim_and_route(dialect: str, *, one: bool) -> Any:
         _insert(dialect, COUNTERS).from_select(
             _keys(CounterRow),
             sa.select(
-                INTEGRATIONS.c.id,
+                routed.c.id,
                 windows.c.seconds,
                 windows.c.start,
                 sa.literal(CounterRow.count, COUNTERS.c["count"].type),  # one: this mail
-            ).where(routed),
+            ),
         )
     ).cte("counted")
     counts = (
@@ -218,7 +245,7 @@ def _claim_and_route(dialect: str, *, one: bool) -> Any:
                 )
             )
         )
-        .where(counted.c.integration_id == INTEGRATIONS.c.id)
+        .where(counted.c.integration_id == routed.c.id)
         .scalar_subquery()
     )
     return _routes(routed).add_columns(counts.label("counts"))
@@ -228,7 +255,7 @@ def _claim_and_route(dialect: str, *, one: bool) -> Any:
 def _statements(dialect: str) -> dict[str, Any]:
     """What the writer runs, built once per dialect (values are bound per execution)."""
     statements: dict[str, Any] = {
-        "routes": _routes(_at(dialect)),
+        "routes": _routes(_routed(dialect).subquery("routed")),
         "claim": _token_claim(dialect, when_routed=False),
         "claim_routed": _token_claim(dialect, when_routed=True),
         "post": _post_insert(dialect, bound=False),
@@ -472,7 +499,8 @@ class Writer:
         post_id: uuid.UUID | None = None,
         error: str | None = None,
     ) -> None:
-        """A replayed ``failed`` delivery, brought up to date with what replay decided."""
+        """A replayed delivery, brought up to date with what replay decided (its kept content
+        stays until the retention period ends, as any delivery's)."""
         values = {"status": status, "reason": reason, "post_id": post_id, "error": error}
         await self.conn.execute(
             sa.update(DELIVERIES).where(DELIVERIES.c.id == delivery_id).values(values)

@@ -7,7 +7,15 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from app.db.repository import Repository
-from app.models import Delivery, DeliveryStatus, GroupMember, GroupRole, Integration, Service
+from app.models import (
+    Delivery,
+    DeliveryStatus,
+    GroupMember,
+    GroupRole,
+    Integration,
+    IntegrationAddress,
+    Service,
+)
 
 
 class IntegrationRepository(Repository[Integration]):
@@ -37,8 +45,12 @@ class IntegrationRepository(Repository[Integration]):
         user_id: str | None,
         group_id: uuid.UUID | None = None,
         service: Service | None = None,
+        q: str | None = None,
+        enabled: bool | None = None,
     ) -> sa.Select[Integration]:
-        """Live integrations; a non-admin ``user_id`` sees its managed groups' and its own."""
+        """Live integrations; a non-admin ``user_id`` sees its managed groups' and its own.
+        ``q``: the title or the address contains it, case-insensitively (``%`` and ``_`` are
+        plain characters); ``enabled``: only enabled, or only disabled, ones."""
         stmt = self._live(platform_id)
         if user_id is not None:
             managed = sa.select(GroupMember.group_id).where(
@@ -53,7 +65,39 @@ class IntegrationRepository(Repository[Integration]):
             stmt = stmt.where(Integration.group_id == group_id)
         if service is not None:
             stmt = stmt.where(Integration.service == service)
+        if q:
+            stmt = stmt.where(
+                sa.or_(
+                    Integration.title.icontains(q, autoescape=True),
+                    Integration.address.icontains(q, autoescape=True),
+                )
+            )
+        if enabled is not None:
+            stmt = stmt.where(Integration.enabled.is_(enabled))
         return stmt
+
+    async def get_for_update(
+        self, platform_id: str, integration_id: uuid.UUID
+    ) -> Integration | None:
+        """Lock the live integration's row (PostgreSQL); SQLite writers are already serialised."""
+        stmt = self._live(platform_id).where(Integration.id == integration_id).with_for_update()
+        return (await self.session.scalars(stmt.execution_options(populate_existing=True))).first()
+
+    async def previous_addresses(
+        self, integration_ids: Sequence[uuid.UUID]
+    ) -> dict[uuid.UUID, list[IntegrationAddress]]:
+        """The previous addresses of each integration, newest first."""
+        if not integration_ids:
+            return {}
+        stmt = (
+            sa.select(IntegrationAddress)
+            .where(IntegrationAddress.integration_id.in_(integration_ids))
+            .order_by(IntegrationAddress.created_at.desc(), IntegrationAddress.address)
+        )
+        found: dict[uuid.UUID, list[IntegrationAddress]] = {}
+        for row in await self.session.scalars(stmt):
+            found.setdefault(row.integration_id, []).append(row)
+        return found
 
     async def stats(
         self, integration_ids: Sequence[uuid.UUID]

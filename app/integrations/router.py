@@ -9,13 +9,19 @@ from app.api.deps import CurrentUser, SessionDep, SettingsDep
 from app.api.pagination import Pagination
 from app.api.problems import responses
 from app.integrations.schemas import (
+    AddressRotation,
     IntegrationCreate,
     IntegrationPage,
     IntegrationRead,
+    IntegrationTest,
+    IntegrationTestResult,
     IntegrationUpdate,
 )
 from app.integrations.service import IntegrationService
 from app.models import Service as ServiceName
+
+# No control characters (PostgreSQL refuses NUL in text; none can be in a title or address).
+SEARCH_PATTERN = r"^[^\u0000-\u001f\u007f]*$"
 
 
 async def integration_service(session: SessionDep, settings: SettingsDep) -> IntegrationService:
@@ -48,12 +54,35 @@ async def list_integrations(
     service_name: Annotated[
         ServiceName | None, Query(alias="service", description="Only this service's.")
     ] = None,
+    q: Annotated[
+        str | None,
+        Query(
+            max_length=200,
+            pattern=SEARCH_PATTERN,
+            description="Only those whose title or address contains this text, whatever its "
+            "case (`%` and `_` match themselves).",
+            examples=["newsletter"],
+        ),
+    ] = None,
+    enabled: Annotated[
+        bool | None,
+        Query(
+            description="Only enabled (`true`) or only disabled (`false`) ones.", examples=[True]
+        ),
+    ] = None,
 ) -> IntegrationPage:
     """Integrations the caller may see, newest first; `total` counts all that match the filter.
 
-    A `group_id` the caller cannot see answers 404."""
+    `q` searches titles and addresses (a forgotten address, or a title among many); `enabled`
+    filters. A `group_id` the caller cannot see answers 404."""
     return await service.list(
-        user, group_id=group_id, service=service_name, limit=page.limit, cursor=page.cursor
+        user,
+        group_id=group_id,
+        service=service_name,
+        limit=page.limit,
+        cursor=page.cursor,
+        q=q or None,
+        enabled=enabled,
     )
 
 
@@ -80,3 +109,31 @@ async def delete_integration(
     """Delete an integration: its address refuses mail from now on; posts already made stay."""
     await service.delete(user, integration_id)
     return Response(status_code=204)
+
+
+@router.post("/{integration_id}/test", status_code=200, responses=responses(404, 422))
+async def test_integration(
+    integration_id: uuid.UUID, body: IntegrationTest, user: CurrentUser, service: Service
+) -> IntegrationTestResult:
+    """A dry run: what the integration would do with the mail described, decided by the same
+    rules as real mail (disabled, automatic mail, allowed senders and their verdicts, attachment
+    sizes). Nothing is stored, nothing is posted; rate limits and duplicates are left out (they
+    depend on other mail). Whoever may see the integration may test it."""
+    return await service.dry_run(user, integration_id, body)
+
+
+@router.post(
+    "/{integration_id}/rotate-address", status_code=200, responses=responses(403, 404, 422)
+)
+async def rotate_integration_address(
+    integration_id: uuid.UUID,
+    user: CurrentUser,
+    service: Service,
+    body: AddressRotation,
+) -> IntegrationRead:
+    """Give the integration a new generated address (when the old one leaked). The old one keeps
+    routing to it for `grace_days` (default 7: send `{}`), listed in `previous_addresses` with its
+    `valid_until`; from then on its mail is refused as `unknown_recipient`. Whoever may change
+    the integration may rotate its address; the plan's count is unchanged."""
+    rotated = await service.rotate_address(user, integration_id, body)
+    return (await service.read([rotated]))[0]

@@ -9,7 +9,7 @@ from pydantic import AfterValidator, ConfigDict, Field, field_validator, model_v
 
 from app.api.pagination import CURSOR_EXAMPLE
 from app.integrations.addresses import display_address
-from app.models import Integration, OversizePolicy, Service
+from app.models import AutomaticMail, DeliveryStatus, Integration, OversizePolicy, Service
 from app.schemas import Name, NullRefused, ReadModel, Title, WriteModel
 
 # Every label, the last one too, starts and ends with a letter or digit.
@@ -64,6 +64,13 @@ class IntegrationCreate(WriteModel):
     empty: anyone."""
     oversize_attachments: OversizePolicy = OversizePolicy.reject
     """`reject` mail with an attachment over the limit, or `drop` the oversized files."""
+    automatic_mail: AutomaticMail = AutomaticMail.refuse
+    """`accept` posts automatic notifications (`Auto-Submitted: auto-generated`: alerts, CI,
+    calendars); `refuse` refuses them as `auto_reply`. Automatic replies, bounces and delivery
+    reports are refused either way."""
+    allowed_senders_verified_only: bool = False
+    """`true`: a sender on `allowed_senders` is accepted only when the provider verified it (DKIM
+    or DMARC pass for the From domain, or an aligned SPF pass: the post's `author.verified`)."""
     service: Service = Service.email
     """The integration's service; only `email` exists."""
 
@@ -87,8 +94,20 @@ class IntegrationUpdate(WriteModel):
     """Replaces the allowed senders; `[]` accepts anyone."""
     oversize_attachments: Annotated[OversizePolicy | None, NullRefused] = None
     """`reject` or `drop`."""
+    automatic_mail: Annotated[AutomaticMail | None, NullRefused] = None
+    """`refuse` or `accept` automatic notifications."""
+    allowed_senders_verified_only: Annotated[bool | None, NullRefused] = None
+    """Accept a listed sender only when the provider verified it."""
 
-    @field_validator("title", "enabled", "allowed_senders", "oversize_attachments", mode="before")
+    @field_validator(
+        "title",
+        "enabled",
+        "allowed_senders",
+        "oversize_attachments",
+        "automatic_mail",
+        "allowed_senders_verified_only",
+        mode="before",
+    )
     @classmethod
     def _not_null(cls, value: object) -> object:
         # Only given fields are validated: left out is "keep", null is refused by name.
@@ -119,8 +138,27 @@ INTEGRATION_EXAMPLE: dict[str, Any] = {
     "created_at": "2026-11-28T19:05:58.531Z",
     "allowed_senders": [],
     "oversize_attachments": "reject",
+    "automatic_mail": "refuse",
+    "allowed_senders_verified_only": False,
+    "previous_addresses": [],
     "stats": {"accepted": 0, "refused": 0, "last_received_at": None},
 }
+
+
+class PreviousAddress(ReadModel):
+    address: str
+    """An address the integration had before a rotation."""
+    valid_until: datetime
+    """Mail to it is routed to the integration until then, and refused as
+    `unknown_recipient` from then on."""
+
+
+class AddressRotation(WriteModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"grace_days": 7}]})
+
+    grace_days: Annotated[int, Field(ge=0, le=30)] = 7
+    """How many days the old address keeps routing to the integration (0 to 30; 0: it stops
+    at once)."""
 
 
 class IntegrationRead(ReadModel):
@@ -133,7 +171,8 @@ class IntegrationRead(ReadModel):
     title: str
     """Display name."""
     address: str
-    """The generated address mail is sent to (cannot be guessed; never changes)."""
+    """The generated address mail is sent to (cannot be guessed; changes only when an admin
+    rotates it)."""
     display_address: str
     """`"title" <address>`, ready to paste into a mail client."""
     group_id: uuid.UUID | None
@@ -148,11 +187,23 @@ class IntegrationRead(ReadModel):
     """Addresses and `@domains` mail is accepted from; empty: anyone."""
     oversize_attachments: OversizePolicy
     """What happens to mail with an attachment over the limit."""
+    automatic_mail: AutomaticMail
+    """Whether automatic notifications are posted (`accept`) or refused (`refuse`)."""
+    allowed_senders_verified_only: bool
+    """Whether a listed sender must be verified by the provider."""
+    previous_addresses: list[PreviousAddress] = []
+    """Addresses it had before (`rotate-address`), newest first, with when each stops (or
+    stopped) routing."""
     stats: IntegrationStats
     """What arrived so far."""
 
     @classmethod
-    def of(cls, integration: Integration, stats: IntegrationStats | None = None) -> Self:
+    def of(
+        cls,
+        integration: Integration,
+        stats: IntegrationStats | None = None,
+        previous: list[PreviousAddress] | None = None,
+    ) -> Self:
         return cls(
             id=integration.id,
             service=integration.service,
@@ -165,6 +216,9 @@ class IntegrationRead(ReadModel):
             created_at=integration.created_at,
             allowed_senders=list(integration.allowed_senders or []),
             oversize_attachments=integration.oversize_attachments,
+            automatic_mail=integration.automatic_mail,
+            allowed_senders_verified_only=integration.allowed_senders_verified_only,
+            previous_addresses=previous or [],
             stats=stats or IntegrationStats(),
         )
 
@@ -176,3 +230,109 @@ class IntegrationPage(ReadModel):
     """How many integrations match the filter, among those the caller may see."""
     next_cursor: str | None = Field(examples=[CURSOR_EXAMPLE])
     """Pass as `cursor` for the next page; null on the last page."""
+
+
+# --- the dry run -------------------------------------------------------------------------------
+
+_HEADER_NAME = r"^[!-9;-~]{1,76}$"  # RFC 5322 field name: printable ASCII but ":"
+
+
+class DescribedAttachment(WriteModel):
+    filename: Annotated[str, Field(min_length=1, max_length=400)]
+    """The file's name."""
+    size: Annotated[int, Field(ge=0, le=2**53)]
+    """Its size in bytes (decoded)."""
+
+
+class DescribedHeader(WriteModel):
+    name: Annotated[str, Field(pattern=_HEADER_NAME)]
+    """The header's name (`Auto-Submitted`)."""
+    value: Annotated[str, Field(max_length=998)]
+    """Its value (`auto-generated`)."""
+
+
+class IntegrationTest(WriteModel):
+    """A mail described, not sent: what the rules read of it."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "from": "Alice <alice@example.org>",
+                    "subject": "Weekly report",
+                    "attachments": [{"filename": "report.pdf", "size": 7340032}],
+                },
+                {
+                    "from": "ci@example.org",
+                    "subject": "Build 42 failed",
+                    "headers": [{"name": "Auto-Submitted", "value": "auto-generated"}],
+                    "spf": "pass",
+                },
+            ]
+        }
+    )
+
+    from_: Annotated[str, Field(alias="from", min_length=1, max_length=998)]
+    """The From header (`alice@example.org` or `Alice <alice@example.org>`)."""
+    subject: Annotated[str, Field(max_length=998)] = ""
+    """The subject."""
+    headers: Annotated[list[DescribedHeader], Field(max_length=100)] = []
+    """Other headers, in order (`Auto-Submitted`, `Precedence`, `Content-Type`, ...)."""
+    envelope_from: Annotated[str | None, Field(max_length=998)] = None
+    """The envelope sender; `""` is a null sender (a bounce); left out or null: the From address."""
+    attachments: Annotated[list[DescribedAttachment], Field(max_length=1000)] = []
+    """The attachments, by name and size."""
+    spf: Annotated[str | None, Field(max_length=32)] = None
+    """The provider's SPF verdict (`pass`, `fail`, ...) for the envelope sender."""
+    dkim: Annotated[str | None, Field(max_length=200)] = None
+    """The provider's DKIM verdicts, as the delivery log shows them (`{@example.org : pass}`)."""
+
+
+class DryRunOmitted(ReadModel):
+    filename: str
+    """The file left out."""
+    size: int | None
+    """Its size in bytes."""
+    reason: str
+    """Why: `too_large`."""
+
+
+class DryRunAuthor(ReadModel):
+    email: str | None
+    """The address the post would show."""
+    name: str | None
+    """The display name."""
+    verified: bool
+    """Whether the verdicts given verify it (the rule of `allowed_senders_verified_only`)."""
+
+
+class IntegrationTestResult(ReadModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "status": "rejected",
+                    "reason": "attachment_too_large",
+                    "omitted_attachments": [],
+                    "author": {"email": "alice@example.org", "name": "Alice", "verified": False},
+                },
+                {
+                    "status": "accepted",
+                    "reason": None,
+                    "omitted_attachments": [
+                        {"filename": "report.pdf", "size": 7340032, "reason": "too_large"}
+                    ],
+                    "author": {"email": "alice@example.org", "name": "Alice", "verified": False},
+                },
+            ]
+        }
+    )
+
+    status: DeliveryStatus
+    """`accepted` (it would be posted) or `rejected`."""
+    reason: str | None
+    """Why it would be refused (a refusal reason), or null."""
+    omitted_attachments: list[DryRunOmitted]
+    """The files the post would leave out (`oversize_attachments: "drop"`)."""
+    author: DryRunAuthor
+    """Who the post would show as its author."""

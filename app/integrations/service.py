@@ -3,6 +3,7 @@ from __future__ import annotations
 import builtins
 import uuid
 from collections.abc import Sequence
+from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -11,16 +12,22 @@ from app.config import Settings
 from app.db.base import utcnow
 from app.errors import Forbidden, NotFound, PlanLimitReached
 from app.groups.service import GroupAccess, GroupService
+from app.inbound.repository import InboundRepository
 from app.integrations.addresses import new_address
+from app.integrations.dryrun import dry_run
 from app.integrations.repository import IntegrationRepository
 from app.integrations.schemas import (
+    AddressRotation,
     IntegrationCreate,
     IntegrationPage,
     IntegrationRead,
     IntegrationStats,
+    IntegrationTest,
+    IntegrationTestResult,
     IntegrationUpdate,
+    PreviousAddress,
 )
-from app.models import Integration, Platform, Service
+from app.models import Integration, IntegrationAddress, Platform, Service
 from app.platforms.repository import PlatformRepository
 
 
@@ -69,6 +76,8 @@ class IntegrationService:
                 enabled=True,
                 allowed_senders=list(dict.fromkeys(data.allowed_senders)),
                 oversize_attachments=data.oversize_attachments,
+                automatic_mail=data.automatic_mail,
+                allowed_senders_verified_only=data.allowed_senders_verified_only,
                 created_by=user.user_id,
             )
         )
@@ -113,10 +122,42 @@ class IntegrationService:
         await self.session.flush()
         return integration
 
+    async def rotate_address(
+        self, user: Principal, integration_id: uuid.UUID, data: AddressRotation
+    ) -> Integration:
+        """A new generated address; the old one keeps routing for ``grace_days``."""
+        await self._changeable(user, integration_id)
+        integration = await self.integrations.get_for_update(user.platform_id, integration_id)
+        if integration is None:
+            raise NotFound("No such integration.")
+        now = utcnow()
+        self.session.add(
+            IntegrationAddress(
+                address=integration.address,
+                integration_id=integration.id,
+                platform_id=integration.platform_id,
+                valid_until=now + timedelta(days=data.grace_days),
+                created_at=now,
+            )
+        )
+        integration.address = new_address(integration.title, self.settings.inbound_domain or "")
+        await self.session.flush()
+        return integration
+
     async def delete(self, user: Principal, integration_id: uuid.UUID) -> None:
         integration = await self._changeable(user, integration_id)
         integration.deleted_at = utcnow()
         await self.session.flush()
+
+    async def dry_run(
+        self, user: Principal, integration_id: uuid.UUID, data: IntegrationTest
+    ) -> IntegrationTestResult:
+        """What the integration would do with a described mail; nothing is stored."""
+        integration = await self._visible(user, integration_id)
+        route = await InboundRepository(self.session).route(integration.id)
+        if route is None:
+            raise NotFound("No such integration.")
+        return dry_run(data, route, integration.address, self.settings)
 
     async def list(
         self,
@@ -126,6 +167,8 @@ class IntegrationService:
         service: Service | None,
         limit: int,
         cursor: str | None,
+        q: str | None = None,
+        enabled: bool | None = None,
     ) -> IntegrationPage:
         if group_id is not None:
             await self.groups.access(user, group_id)  # 404 for a group the caller cannot see
@@ -134,6 +177,8 @@ class IntegrationService:
             user_id=None if user.is_admin else user.user_id,
             group_id=group_id,
             service=service,
+            q=q,
+            enabled=enabled,
         )
         page = await self.integrations.page(stmt, limit=limit, cursor=cursor)
         return IntegrationPage(
@@ -143,7 +188,9 @@ class IntegrationService:
         )
 
     async def read(self, integrations: Sequence[Integration]) -> builtins.list[IntegrationRead]:
-        stats = await self.integrations.stats([i.id for i in integrations])
+        ids = [i.id for i in integrations]
+        stats = await self.integrations.stats(ids)
+        previous = await self.integrations.previous_addresses(ids)
         result = []
         for integration in integrations:
             accepted, refused, last = stats.get(integration.id, (0, 0, None))
@@ -151,6 +198,10 @@ class IntegrationService:
                 IntegrationRead.of(
                     integration,
                     IntegrationStats(accepted=accepted, refused=refused, last_received_at=last),
+                    [
+                        PreviousAddress(address=p.address, valid_until=p.valid_until)
+                        for p in previous.get(integration.id, [])
+                    ],
                 )
             )
         return result

@@ -3,6 +3,7 @@
 from app.db.base import Base
 from app.models.delivery import Delivery
 from app.models.enums import (
+    AutomaticMail,
     DeliveryStatus,
     GroupRole,
     OversizePolicy,
@@ -14,12 +15,13 @@ from app.models.enums import (
 from app.models.group import Group
 from app.models.group_member import GroupMember
 from app.models.inbound import ProviderToken, RateCounter
-from app.models.integration import Integration
-from app.models.platform import Platform
+from app.models.integration import Integration, IntegrationAddress
+from app.models.platform import Platform, PlatformDeletion
 from app.models.post import Attachment, Post
 
 __all__ = [
     "Attachment",
+    "AutomaticMail",
     "Base",
     "Delivery",
     "DeliveryStatus",
@@ -27,9 +29,11 @@ __all__ = [
     "GroupMember",
     "GroupRole",
     "Integration",
+    "IntegrationAddress",
     "OversizePolicy",
     "Plan",
     "Platform",
+    "PlatformDeletion",
     "Post",
     "ProviderToken",
     "RateCounter",

@@ -50,3 +50,5 @@ class Delivery(UUIDPrimaryKey, Base):
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     dedupe_key: Mapped[str | None] = mapped_column(sa.String(128))
     content_sha256: Mapped[str | None] = mapped_column(sa.String(64))  # kept content (JSON blob)
+    # The integration's address the mail came to (its current one, or a previous one).
+    address: Mapped[str | None] = mapped_column(sa.String(320))

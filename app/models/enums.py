@@ -53,6 +53,15 @@ class OversizePolicy(StrEnum):
     drop = "drop"
 
 
+class AutomaticMail(StrEnum):
+    """Automatic notifications (``Auto-Submitted: auto-generated``): `refuse` them as
+    `auto_reply`, or `accept` them. Automatic replies, bounces and delivery reports are refused
+    either way."""
+
+    refuse = "refuse"
+    accept = "accept"
+
+
 class DeliveryStatus(StrEnum):
     """What became of one mail for one integration."""
 

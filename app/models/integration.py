@@ -7,7 +7,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, CreatedAt, UTCDateTime, UUIDPrimaryKey
-from app.models.enums import OversizePolicy, Service
+from app.models.enums import AutomaticMail, OversizePolicy, Service
 
 
 class Integration(UUIDPrimaryKey, CreatedAt, Base):
@@ -38,5 +38,28 @@ class Integration(UUIDPrimaryKey, CreatedAt, Base):
     oversize_attachments: Mapped[OversizePolicy] = mapped_column(
         sa.Enum(OversizePolicy, native_enum=False, length=16), default=OversizePolicy.reject
     )
+    automatic_mail: Mapped[AutomaticMail] = mapped_column(
+        sa.Enum(AutomaticMail, native_enum=False, length=16),
+        default=AutomaticMail.refuse,
+        server_default=AutomaticMail.refuse.value,
+    )
+    allowed_senders_verified_only: Mapped[bool] = mapped_column(
+        default=False, server_default=sa.false()
+    )
     created_by: Mapped[str] = mapped_column(sa.String(200))
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class IntegrationAddress(CreatedAt, Base):
+    """A previous address of an integration (``rotate-address``): it still routes to the
+    integration, whose mail is refused as ``unknown_recipient`` from ``valid_until`` on."""
+
+    __tablename__ = "integration_addresses"
+    __table_args__ = (sa.Index("ix_integration_addresses_integration", "integration_id"),)
+
+    address: Mapped[str] = mapped_column(sa.String(320), primary_key=True)
+    integration_id: Mapped[uuid.UUID] = mapped_column(
+        sa.ForeignKey("integrations.id", ondelete="CASCADE")
+    )
+    platform_id: Mapped[str] = mapped_column(sa.ForeignKey("platforms.id", ondelete="CASCADE"))
+    valid_until: Mapped[datetime] = mapped_column(UTCDateTime)

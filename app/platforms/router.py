@@ -2,13 +2,17 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, BackgroundTasks, Depends, Request, Response
 
 from app.api.deps import CurrentUser, Operator, SessionDep
 from app.api.pagination import Page, Pagination
 from app.api.problems import responses
+from app.errors import NotFound
+from app.models import PlatformDeletion
+from app.platforms import offboarding
 from app.platforms.schemas import (
     PlatformCreate,
+    PlatformDeletionRead,
     PlatformDetail,
     PlatformRead,
     PlatformSettingsUpdate,
@@ -53,6 +57,44 @@ async def get_platform(platform_id: str, service: Service) -> PlatformRead:
 async def update_platform(platform_id: str, body: PlatformUpdate, service: Service) -> PlatformRead:
     """Change a platform's plan or name. A downgrade below current usage is allowed."""
     return PlatformRead.model_validate(await service.update(platform_id, body))
+
+
+@operator_router.delete("/{platform_id}", status_code=202, responses=responses(404, 422))
+async def delete_platform(
+    platform_id: str,
+    session: SessionDep,
+    request: Request,
+    response: Response,
+    background: BackgroundTasks,
+) -> PlatformDeletionRead:
+    """Remove a platform with everything of it: groups, memberships, integrations and their
+    previous addresses, posts, attachments, deliveries, provider tokens, rate counters, and the
+    blobs no other platform names. Answers 202 at once with the removal's progress (also at
+    `Location`, `GET /v1/platforms/{id}/deletion`); the work goes on in batches of short
+    transactions, so that inbound mail for other platforms is never held up. Its addresses
+    refuse mail (`unknown_recipient`) from the moment this answers. Asking again while it runs
+    answers its progress; after a failure, or when its worker stopped, asking again carries on
+    where it stopped."""
+    started = await offboarding.start(session, platform_id)
+    if started is None:
+        raise NotFound("No such platform.")
+    deletion, launch = started
+    body = PlatformDeletionRead.model_validate(deletion)
+    await session.commit()
+    if launch:
+        state = request.app.state
+        background.add_task(offboarding.run, state.sessionmaker, state.blobs, platform_id)
+    response.headers["Location"] = f"/v1/platforms/{platform_id}/deletion"
+    return body
+
+
+@operator_router.get("/{platform_id}/deletion", status_code=200, responses=responses(404, 422))
+async def get_platform_deletion(platform_id: str, session: SessionDep) -> PlatformDeletionRead:
+    """How far the removal of a platform got (`status` `done` once nothing of it is left)."""
+    deletion = await session.get(PlatformDeletion, platform_id)
+    if deletion is None:
+        raise NotFound("No removal of this platform was asked for.")
+    return PlatformDeletionRead.model_validate(deletion)
 
 
 router = APIRouter(prefix="/v1/platform", tags=["platform"], responses=responses(401))

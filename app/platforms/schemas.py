@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field, field_validator
 
@@ -118,3 +118,61 @@ class PlatformDetail(ReadModel):
     """Platform-wide settings."""
     usage: PlatformUsage
     """Usage against the plan."""
+
+
+class PlatformDeletionRead(ReadModel):
+    """The removal of a platform (`DELETE /v1/platforms/{id}`) and how far it got."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "platform_id": "acme",
+                    "status": "running",
+                    "removed": {"attachments": 1200, "posts": 800, "deliveries": 500},
+                    "error": None,
+                    "requested_at": "2026-12-07T11:20:00.000Z",
+                    "updated_at": "2026-12-07T11:20:03.000Z",
+                    "finished_at": None,
+                },
+                {
+                    "platform_id": "acme",
+                    "status": "done",
+                    "removed": {
+                        "attachments": 1200,
+                        "posts": 800,
+                        "provider_tokens": 950,
+                        "deliveries": 1000,
+                        "rate_counters": 6,
+                        "integrations": 2,
+                        "group_members": 4,
+                        "groups": 2,
+                        "blobs": 1150,
+                        "blobs_kept": 50,
+                    },
+                    "error": None,
+                    "requested_at": "2026-12-07T11:20:00.000Z",
+                    "updated_at": "2026-12-07T11:20:09.000Z",
+                    "finished_at": "2026-12-07T11:20:09.000Z",
+                },
+            ]
+        }
+    )
+
+    platform_id: str
+    """The platform being removed."""
+    status: Literal["running", "done", "failed"]
+    """`running`; `done` once nothing of it is left; `failed` (see `error`): `DELETE` again to
+    carry on."""
+    removed: dict[str, int]
+    """Rows removed so far, by table, in the order they are removed; when done, `blobs`
+    (removed from the blob store) and `blobs_kept` (named by another platform, or stored again
+    lately: the cleanup command removes the latter once nothing names them)."""
+    error: str | None
+    """Why it stopped (status `failed`)."""
+    requested_at: datetime
+    """When it was asked for."""
+    updated_at: datetime
+    """The last progress."""
+    finished_at: datetime | None
+    """When it was done."""

@@ -70,6 +70,9 @@ class TestCreateIntegration:
             "created_by": "ada",
             "allowed_senders": [],
             "oversize_attachments": "reject",
+            "automatic_mail": "refuse",
+            "allowed_senders_verified_only": False,
+            "previous_addresses": [],
             "stats": {"accepted": 0, "refused": 0, "last_received_at": None},
         }
         assert ADDRESS.match(body["address"])

@@ -49,6 +49,8 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("PUT", "/v1/groups/{group_id}/members/{user_id}"): {"role": "manager"},
     ("POST", "/v1/integrations"): {"title": "Sneaky", "group_id": "{group_id}"},
     ("PATCH", "/v1/integrations/{integration_id}"): {"title": "Taken over", "enabled": False},
+    ("POST", "/v1/integrations/{integration_id}/test"): {"from": "eve@example.org"},
+    ("POST", "/v1/integrations/{integration_id}/rotate-address"): {"grace_days": 0},
 }
 # Fields no body may carry: who owns a thing, its address, who made or wrote it.
 FORBIDDEN_FIELDS = (
