@@ -11,6 +11,14 @@ from app.models.enums import (
     Role,
     Service,
 )
+from app.models.event import (
+    Event,
+    EventAttempt,
+    EventEndpoint,
+    EventMessage,
+    EventType,
+    MessageStatus,
+)
 from app.models.group import Group
 from app.models.group_member import GroupMember
 from app.models.inbound import ProviderToken, RateCounter
@@ -23,10 +31,16 @@ __all__ = [
     "Base",
     "Delivery",
     "DeliveryStatus",
+    "Event",
+    "EventAttempt",
+    "EventEndpoint",
+    "EventMessage",
+    "EventType",
     "Group",
     "GroupMember",
     "GroupRole",
     "Integration",
+    "MessageStatus",
     "OversizePolicy",
     "Plan",
     "Platform",
