@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+from app.events.emit import delivery_event, emit
 from app.inbound import content
 from app.inbound.decide import decide, dedupe_key
 from app.inbound.pipeline import Pipeline
@@ -71,4 +72,5 @@ async def replay(pipeline: Pipeline, delivery_id: uuid.UUID, platform_id: str) -
                     post_id=await repo.post_id_for(route.id, key),
                 )
         await session.refresh(target)
+        await emit(session, [delivery_event(target)])  # refused now (accepted: add_post's)
         return target
