@@ -34,10 +34,15 @@ class _Post(Protocol):
     def integration_id(self) -> uuid.UUID: ...
 
 
+def post_created_id(post_id: uuid.UUID) -> str:
+    """The id of a post's ``post.created`` event (one per post): found by its post."""
+    return "evt_" + post_id.hex
+
+
 def post_created(post: _Post) -> EventRow:
     """``post.created``; its payload is rendered from the post when first needed, not copied."""
     return EventRow(
-        id=new_event_id(),
+        id=post_created_id(post.id),
         type=EventType.post_created,
         platform_id=post.platform_id,
         post_id=post.id,

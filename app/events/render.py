@@ -12,9 +12,11 @@ from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
+from app.events.emit import post_created_id
 from app.events.repository import EVENTS
 from app.models import Event, EventType, Post
 
+RENDER_BATCH = 500
 Reader = Callable[[Post], BaseModel]  # PostService.read: the post as the feed returns it
 
 
@@ -46,10 +48,12 @@ async def render(session: AsyncSession, read: Reader, events: Sequence[Event]) -
 async def render_pending(session: AsyncSession, read: Reader, posts: Any) -> None:
     """Before posts are deleted (``posts``: a condition on ``Post``, such as
     ``Post.group_id == id``): render their ``post.created`` events that have no payload yet, in
-    the same transaction, so that the events still say what was posted."""
-    stmt = (
-        sa.select(Event)
-        .join(Post, Post.id == Event.post_id)
-        .where(posts, Event.type == EventType.post_created, Event.payload.is_(None))
-    )
-    await render(session, read, (await session.scalars(stmt)).all())
+    the same transaction, so that the events still say what was posted. Each is found by its
+    id, which its post's id gives (``post_created_id``)."""
+    post_ids = (await session.scalars(sa.select(Post.id).where(posts))).all()
+    for start in range(0, len(post_ids), RENDER_BATCH):
+        ids = [post_created_id(i) for i in post_ids[start : start + RENDER_BATCH]]
+        stmt = sa.select(Event).where(
+            Event.id.in_(ids), Event.type == EventType.post_created, Event.payload.is_(None)
+        )
+        await render(session, read, (await session.scalars(stmt)).all())

@@ -64,12 +64,13 @@ class Event(Base):
     ``seq`` orders the events of one writer; on PostgreSQL ``txid`` (the writing transaction's
     id) orders them across concurrent writers for the pull API. A ``post.created`` event's
     ``payload`` is rendered from its post when first needed (sent, pulled, or before the post is
-    deleted); the other types carry theirs from the start."""
+    deleted); the other types carry theirs from the start. A ``post.created`` event's ``id`` is
+    ``evt_`` and its post's id (hex): it is found by its post through the unique ``id``, with no
+    index of its own on ``post_id`` to keep up on every mail."""
 
     __tablename__ = "events"
     __table_args__ = (
         sa.Index("ix_events_txid_seq", "txid", "seq"),
-        sa.Index("ix_events_post_id", "post_id"),
         {"sqlite_autoincrement": True},
     )
 

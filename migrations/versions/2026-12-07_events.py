@@ -50,7 +50,6 @@ def upgrade() -> None:
     sqlite_autoincrement=True
     )
     with op.batch_alter_table('events', schema=None) as batch_op:
-        batch_op.create_index('ix_events_post_id', ['post_id'], unique=False)
         batch_op.create_index('ix_events_txid_seq', ['txid', 'seq'], unique=False)
 
     op.create_table('event_messages',
@@ -108,7 +107,6 @@ def downgrade() -> None:
     op.drop_table('event_messages')
     with op.batch_alter_table('events', schema=None) as batch_op:
         batch_op.drop_index('ix_events_txid_seq')
-        batch_op.drop_index('ix_events_post_id')
 
     op.drop_table('events')
     op.drop_table('event_endpoints')
