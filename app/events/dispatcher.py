@@ -141,7 +141,7 @@ class Dispatcher:
         self.settings = settings
         self.client = client or new_client(settings)
         self.woken = asyncio.Event()
-        self.active = True  # endpoints may exist: a wake is worth a claim
+        self.active = False  # the last poll found enabled endpoints: a wake is worth a claim
         self.task: asyncio.Task[None] | None = None
 
     @property
@@ -162,15 +162,18 @@ class Dispatcher:
         await self.client.aclose()
 
     async def _run(self) -> None:
+        """Poll every ``EVENTS_POLL_SECONDS`` (however often it is woken meanwhile); between
+        polls, a wake claims at once, unless the last poll found no enabled endpoint."""
+        interval = self.settings.events_poll_seconds
+        loop = asyncio.get_running_loop()
+        next_poll = loop.time()
         while True:
-            polled = False
-            try:
-                await asyncio.wait_for(self.woken.wait(), self.settings.events_poll_seconds)
-            except TimeoutError:
-                polled = True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.woken.wait(), max(0.0, next_poll - loop.time()))
             self.woken.clear()
             try:
-                if polled or signal.take_refresh(self.woken):
+                if loop.time() >= next_poll or signal.take_refresh(self.woken):
+                    next_poll = loop.time() + interval
                     if not await self.poll():
                         continue
                 elif not self.active:
@@ -180,7 +183,7 @@ class Dispatcher:
                 raise
             except Exception:
                 logger.exception("the event dispatcher failed; it tries again")
-                await asyncio.sleep(self.settings.events_poll_seconds)
+                await asyncio.sleep(interval)
 
     async def poll(self) -> bool:
         """One small query: are there enabled endpoints, and is any message due?"""
