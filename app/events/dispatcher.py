@@ -114,11 +114,16 @@ async def post(
     }
     extensions = {"sni_hostname": checked.sni} if checked.sni else {}
     try:
-        async with client.stream(
-            "POST", checked.url, content=payload, headers=headers, extensions=extensions
-        ) as response:
+        # httpx's timeouts bound each read and write; this bounds the whole try, well inside
+        # the lease (a receiver dripping its header a byte at a time is cut off too).
+        async with (
+            asyncio.timeout(settings.events_timeout_seconds + 5),
+            client.stream(
+                "POST", checked.url, content=payload, headers=headers, extensions=extensions
+            ) as response,
+        ):
             code = response.status_code  # the body is not read
-    except httpx.TimeoutException:
+    except (httpx.TimeoutException, TimeoutError):
         return Outcome(None, _ms(started), "timed out")
     except httpx.HTTPError as exc:
         return Outcome(None, _ms(started), f"{type(exc).__name__}: {exc}"[:ERROR_LIMIT])
