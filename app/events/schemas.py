@@ -209,8 +209,8 @@ class EventPage(ReadModel):
     items: list[EventRead]
     """This page's events, oldest first."""
     next_cursor: str | None
-    """Pass as `after` for the next page. Null only when the page is empty: keep the last cursor
-    and ask again later for newer events."""
+    """Pass as `after` for the next page. An empty page answers the cursor it was given (null
+    only when there was none and no event yet): keep it and ask again later for newer events."""
 
 
 # --- the catalogue (OpenAPI `webhooks`) ------------------------------------------------------
