@@ -129,6 +129,10 @@ def parse_blob_store(value: Any) -> str:
     return str(S3Location(bucket=bucket, prefix=prefix))
 
 
+# Standard Webhooks' schedule: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h after the first try.
+DEFAULT_RETRY_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
+
+
 class ConfigurationError(RuntimeError):
     """A setting is missing or unsafe for the chosen environment."""
 
@@ -173,6 +177,13 @@ class Settings(BaseSettings):
     s3_addressing_style: Literal["auto", "path", "virtual"] | None = None
     attachment_downloads: Literal["stream", "redirect"] = "stream"
     attachment_redirect_seconds: int = 300
+    # Events out (app/events): the dispatcher in every server process, its retries and targets.
+    events_dispatcher: bool = True
+    events_poll_seconds: float = 1.0
+    events_retry_schedule: Annotated[list[float], NoDecode] = list(DEFAULT_RETRY_SCHEDULE)
+    events_timeout_seconds: float = 15.0
+    events_disable_after_days: float = 5.0
+    events_allow_loopback: bool | None = None  # unset: allowed outside production
 
     @field_validator("blob_store", mode="before")
     @classmethod
@@ -250,6 +261,29 @@ class Settings(BaseSettings):
         """Compared as RFC 8601 says: case-insensitively (a trailing dot ignored)."""
         return [part.rstrip(".").lower() for part in _split(value) if part.rstrip(".")]
 
+    @field_validator("events_retry_schedule", mode="before")
+    @classmethod
+    def _retry_schedule(cls, value: Any) -> list[float]:
+        if isinstance(value, list | tuple):
+            parts = [float(v) for v in value]
+        else:
+            try:
+                parts = [float(part) for part in _split(value)]
+            except ValueError:
+                raise ValueError(
+                    "must be seconds separated by commas, such as 5,300,1800"
+                ) from None
+        if any(part < 0 for part in parts):
+            raise ValueError("must not be negative")
+        return parts
+
+    @field_validator("events_poll_seconds", "events_timeout_seconds", "events_disable_after_days")
+    @classmethod
+    def _positive_seconds(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be a positive number")
+        return value
+
     @field_validator("rate_limits", mode="before")
     @classmethod
     def _rate_limits(cls, value: Any) -> list[RateLimit]:
@@ -264,6 +298,7 @@ class Settings(BaseSettings):
         "jwt_audience",
         "jwt_issuer",
         "docs_enabled",
+        "events_allow_loopback",
         "s3_endpoint_url",
         "s3_addressing_style",
         mode="before",
@@ -305,11 +340,15 @@ class Settings(BaseSettings):
                 self.docs_enabled = False
             if self.log_format is None:
                 self.log_format = "json"
+            if self.events_allow_loopback is None:
+                self.events_allow_loopback = False
             return self
         if self.docs_enabled is None:
             self.docs_enabled = True
         if self.log_format is None:
             self.log_format = "text"
+        if self.events_allow_loopback is None:
+            self.events_allow_loopback = True
         if self.inbound_domain is None:
             self.inbound_domain = DEV_INBOUND_DOMAIN
         if not self.jwt_secret and not self.jwt_public_key:

@@ -27,6 +27,8 @@ from app.blobs.factory import create_blob_store
 from app.blobs.store import LocalBlobStore
 from app.config import Settings, get_settings
 from app.db.engine import create_engine
+from app.events.dispatcher import Dispatcher
+from app.events.openapi import install as install_event_catalogue
 from app.logging import configure as configure_logging
 from app.observability.setup import install as install_observability
 
@@ -64,9 +66,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if not gc.get_freeze_count():  # once per process
             gc.collect()
             gc.freeze()
+        if settings.events_dispatcher:
+            app.state.events.start()  # one dispatcher per process (app/events/dispatcher.py)
         try:
             yield
         finally:
+            await app.state.events.stop()
             await app.state.blobs.close()
             await engine.dispose()
 
@@ -97,6 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
     app.state.blobs = create_blob_store(settings)
+    app.state.events = Dispatcher(app.state.sessionmaker, settings)
     install_problem_handlers(app)
     app.add_middleware(  # innermost: CORS and security headers apply to its 413 too
         BodyLimit,
@@ -118,6 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api_router)
     # Matched last: /openapi.json and the docs pages.
     app.router.routes[:] = [r for r in app.router.routes if r not in own_routes] + own_routes
+    install_event_catalogue(app)
     install_openapi(app)
     return app
 

@@ -112,6 +112,7 @@ async def app(settings: Settings, database_url: str) -> AsyncIterator[FastAPI]:
     try:
         yield application
     finally:
+        await application.state.events.stop()
         await application.state.blobs.close()
         await application.state.engine.dispose()
         await _empty_tables(database_url)

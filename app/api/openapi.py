@@ -13,6 +13,8 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from app.api.problems import PROBLEM_MEDIA_TYPE, Problem, ProblemCode, problem_doc
+from app.events.openapi import SECURITY_SCHEME as EVENT_SECURITY_SCHEME
+from app.events.openapi import schemas as event_schemas
 from app.inbound.openapi import TAG_DESCRIPTION as INBOUND_TAG_DESCRIPTION
 
 SCHEMAS = "#/components/schemas/"
@@ -54,6 +56,12 @@ TAGS = [
         "description": "The delivery log: one entry per mail and integration, whatever became "
         "of it; failed deliveries can be replayed.",
     },
+    {
+        "name": "events",
+        "description": "Events out (operator token): endpoints of the host platform that "
+        "receive signed events (Standard Webhooks; the catalogue is under `webhooks`), their "
+        "attempts, redelivery, and the events pulled in order.",
+    },
 ]
 
 SECURITY_SCHEMES = {
@@ -93,6 +101,7 @@ def document(app: FastAPI) -> dict[str, Any]:
         version=app.version,
         description=app.description,
         routes=app.routes,
+        webhooks=app.webhooks.routes,
         servers=SERVERS,
         tags=TAGS,
         separate_input_output_schemas=app.separate_input_output_schemas,
@@ -101,11 +110,14 @@ def document(app: FastAPI) -> dict[str, Any]:
     components = spec.setdefault("components", {})
     schemas = components.setdefault("schemas", {})
     _add_problem(schemas)
+    for name, schema in event_schemas().items():  # the bodies of the webhooks
+        schemas.setdefault(name, schema)
     for schema in schemas.values():
         for example in schema.get("examples", []):
             restore_nulls(example, schema, schemas)
         _unwrap_descriptions(schema)
     components.setdefault("securitySchemes", {}).update(SECURITY_SCHEMES)
+    components["securitySchemes"].update(EVENT_SECURITY_SCHEME)
     components.setdefault("headers", {})["X-Request-ID"] = REQUEST_ID_HEADER
     for path, item in spec.get("paths", {}).items():
         for operation in item.values():
@@ -113,6 +125,9 @@ def document(app: FastAPI) -> dict[str, Any]:
             _problems(path, operation)
             _examples(operation, schemas)
             _request_id(operation)
+    for item in spec.get("webhooks", {}).values():
+        for operation in item.values():
+            operation["responses"].pop("422", None)  # what the receiver answers is its own
     for name in _FASTAPI_422:
         schemas.pop(name, None)
     return spec
@@ -157,6 +172,8 @@ PATH_PARAMETERS = {
     "post_id": "The post's id.",
     "attachment_id": "The attachment's id.",
     "delivery_id": "The delivery's id.",
+    "endpoint_id": "The event endpoint's id.",
+    "event_id": "The event's id (`evt_...`).",
 }
 
 

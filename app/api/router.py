@@ -7,6 +7,7 @@ from fastapi import APIRouter
 from app.api.deps import JsonBodyOnly
 from app.api.metrics import router as metrics_router
 from app.deliveries.router import router as deliveries_router
+from app.events.router import router as events_router
 from app.groups.router import router as groups_router
 from app.inbound.router import router as inbound_router
 from app.integrations.router import router as integrations_router
@@ -29,6 +30,7 @@ for router in (
     posts_router,
     attachments_router,
     deliveries_router,
+    events_router,
 ):
     api_router.include_router(router, dependencies=[JsonBodyOnly])
 api_router.include_router(metrics_router)

@@ -5,15 +5,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Response
 
-from app.api.deps import CurrentUser, SessionDep
+from app.api.deps import CurrentUser, SessionDep, SettingsDep
 from app.api.pagination import Page, Pagination
 from app.api.problems import responses
 from app.groups.schemas import GroupCreate, GroupRead, GroupUpdate, MemberRead, MembershipUpdate
 from app.groups.service import GroupService
 
 
-async def group_service(session: SessionDep) -> GroupService:
-    return GroupService(session)
+async def group_service(session: SessionDep, settings: SettingsDep) -> GroupService:
+    return GroupService(session, settings)
 
 
 Service = Annotated[GroupService, Depends(group_service)]

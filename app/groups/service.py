@@ -6,12 +6,15 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.security import Principal
+from app.config import Settings
 from app.db.base import utcnow
 from app.db.repository import PageResult
 from app.errors import Forbidden, Invalid, NotFound
+from app.events.emit import emit, integration_deleted
+from app.events.render import render_pending
 from app.groups.repository import GroupMemberRepository, GroupRepository
 from app.groups.schemas import GroupCreate, GroupUpdate, MembershipUpdate
-from app.models import Group, GroupMember, GroupRole, Integration, Platform
+from app.models import Group, GroupMember, GroupRole, Integration, Platform, Post
 
 
 class GroupAccess:
@@ -33,8 +36,9 @@ class GroupAccess:
 
 
 class GroupService:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncSession, settings: Settings | None = None) -> None:
         self.session = session
+        self.settings = settings  # rendering events of posts (deleting a group)
         self.groups = GroupRepository(session)
         self.members = GroupMemberRepository(session)
 
@@ -109,11 +113,24 @@ class GroupService:
         group = (await self.access(user, group_id)).group
         if not user.is_admin:
             raise Forbidden("Only platform admins delete groups.")
+        live = (
+            await self.session.scalars(
+                sa.select(Integration).where(
+                    Integration.group_id == group.id, Integration.deleted_at.is_(None)
+                )
+            )
+        ).all()
         await self.session.execute(
             sa.update(Integration)
             .where(Integration.group_id == group.id, Integration.deleted_at.is_(None))
             .values(deleted_at=utcnow())
         )
+        await emit(self.session, [integration_deleted(i) for i in live])
+        if self.settings is not None:  # its posts go with it: their events keep what was posted
+            from app.posts.service import PostService  # imports this module
+
+            read = PostService(self.session, self.settings).read
+            await render_pending(self.session, read, Post.group_id == group.id)
         await self.groups.delete(group)
 
     async def list_members(

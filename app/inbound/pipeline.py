@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.blobs.store import BlobStore
 from app.config import Settings
+from app.events import signal
 from app.inbound import content
 from app.inbound.decide import (
     RATE_LIMITED,
@@ -110,7 +111,10 @@ class Pipeline:
 
     def committed(self, outcomes: list[DeliveryOutcome]) -> list[DeliveryOutcome]:
         """The mail's rows are committed; the answer is not sent yet (where the reliability
-        suite's failpoint, tests/reliability/failpoint.py, ends the process)."""
+        suite's failpoint, tests/reliability/failpoint.py, ends the process). The events they
+        wrote are this process's dispatcher's to send (a wake; nothing when it has no
+        endpoints)."""
+        signal.wake()
         return outcomes
 
     async def deliver(self, email: InboundEmail) -> list[DeliveryOutcome]:

@@ -7,6 +7,7 @@ import uuid
 
 from app.blobs.store import BlobStoreUnavailable
 from app.errors import ContentExpired
+from app.events.emit import delivery_event, emit
 from app.inbound import content
 from app.inbound.decide import decide, dedupe_key
 from app.inbound.pipeline import Pipeline
@@ -108,4 +109,5 @@ async def replay(pipeline: Pipeline, delivery_id: uuid.UUID, platform_id: str) -
                     post_id=await repo.post_id_for(route.id, key),
                 )
         await session.refresh(target)
+        await emit(session, [delivery_event(target)])  # refused now (accepted: add_post's)
         return target

@@ -21,6 +21,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from app.events.emit import delivery_event, emit, post_created
+from app.events.repository import event_insert, event_values, fanout
 from app.inbound.decide import Route
 from app.inbound.rows import (
     AttachmentRow,
@@ -266,11 +268,20 @@ def _statements(dialect: str) -> dict[str, Any]:
         # Round trip 1 (a mail to one address, or to several)
         statements["claim_and_route"] = _claim_and_route(dialect, one=False)
         statements["claim_and_route_one"] = _claim_and_route(dialect, one=True)
-        # Round trip 2: the post, its attachments and its delivery, or none of them.
+        # Round trip 2: the post, its attachments, its delivery, its post.created event and that
+        # event's messages (one per subscribed endpoint: none without endpoints), or none.
         post = _post_insert(dialect, bound=True).cte("post")
         attachments = _attachment_insert(dialect, post).cte("attachment")
         delivery = _delivery_insert(dialect, post).cte("delivery")
-        statements["write"] = sa.select(sa.func.count()).select_from(delivery).add_cte(attachments)
+        event = event_insert(dialect, when=sa.exists(sa.select(post.c.id))).cte("event")
+        messages = fanout(dialect, event.c.seq, source=event).cte("message")
+        statements["write"] = (
+            sa.select(sa.func.count())
+            .select_from(delivery)
+            .add_cte(attachments)
+            .add_cte(event)
+            .add_cte(messages)
+        )
     return statements
 
 
@@ -467,6 +478,7 @@ class Writer:
                 **_prefixed(columns(post), "p_"),
                 **_arrays(attachments),
                 **_prefixed(columns(delivery), "d_"),
+                **event_values(post_created(post), "e_"),
             }
             if self._direct():
                 return bool(await self._fetch(self.sql["write"], params, value=True))
@@ -477,18 +489,21 @@ class Writer:
         return True
 
     async def add_post(self, post: PostRow, attachments: Sequence[AttachmentRow]) -> bool:
-        """The post with its attachments; False, with nothing written, when the integration has
-        a post with this dedupe key already."""
+        """The post with its attachments and its ``post.created`` event; False, with nothing
+        written, when the integration has a post with this dedupe key already."""
         if (await self.conn.execute(self.sql["post"], columns(post))).first() is None:
             return False
         if attachments:
             await self.conn.execute(self.sql["attachments"], [columns(a) for a in attachments])
+        await emit(self.conn, [post_created(post)])
         return True
 
     async def add_deliveries(self, deliveries: Sequence[DeliveryRow]) -> None:
-        """Delivery rows without a post of their own (refused, duplicate, failed, unrouted)."""
+        """Delivery rows without a post of their own (refused, duplicate, failed, unrouted),
+        with the event a refused or failed one reports."""
         if deliveries:
             await self.conn.execute(self.sql["delivery"], [columns(d) for d in deliveries])
+            await emit(self.conn, [delivery_event(d) for d in deliveries])
 
     async def update_delivery(
         self,

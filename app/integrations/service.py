@@ -11,6 +11,7 @@ from app.api.security import Principal
 from app.config import Settings
 from app.db.base import utcnow
 from app.errors import Forbidden, NotFound, PlanLimitReached
+from app.events.emit import emit, integration_event
 from app.groups.service import GroupAccess, GroupService
 from app.inbound.repository import InboundRepository
 from app.integrations.addresses import new_address
@@ -27,7 +28,7 @@ from app.integrations.schemas import (
     IntegrationUpdate,
     PreviousAddress,
 )
-from app.models import Integration, IntegrationAddress, Platform, Service
+from app.models import EventType, Integration, IntegrationAddress, Platform, Service
 from app.platforms.repository import PlatformRepository
 
 
@@ -66,7 +67,7 @@ class IntegrationService:
         else:
             group = access.group
         domain = self.settings.inbound_domain or ""
-        return await self.integrations.add(
+        integration = await self.integrations.add(
             Integration(
                 platform_id=platform.id,
                 group_id=group.id,
@@ -81,6 +82,8 @@ class IntegrationService:
                 created_by=user.user_id,
             )
         )
+        await emit(self.session, [integration_event(EventType.integration_created, integration)])
+        return integration
 
     async def _visible(self, user: Principal, integration_id: uuid.UUID) -> Integration:
         integration = await self.integrations.get(user.platform_id, integration_id)
@@ -148,6 +151,7 @@ class IntegrationService:
         integration = await self._changeable(user, integration_id)
         integration.deleted_at = utcnow()
         await self.session.flush()
+        await emit(self.session, [integration_event(EventType.integration_deleted, integration)])
 
     async def dry_run(
         self, user: Principal, integration_id: uuid.UUID, data: IntegrationTest

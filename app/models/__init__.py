@@ -12,6 +12,14 @@ from app.models.enums import (
     Role,
     Service,
 )
+from app.models.event import (
+    Event,
+    EventAttempt,
+    EventEndpoint,
+    EventMessage,
+    EventType,
+    MessageStatus,
+)
 from app.models.group import Group
 from app.models.group_member import GroupMember
 from app.models.inbound import ProviderToken, RateCounter
@@ -25,11 +33,17 @@ __all__ = [
     "Base",
     "Delivery",
     "DeliveryStatus",
+    "Event",
+    "EventAttempt",
+    "EventEndpoint",
+    "EventMessage",
+    "EventType",
     "Group",
     "GroupMember",
     "GroupRole",
     "Integration",
     "IntegrationAddress",
+    "MessageStatus",
     "OversizePolicy",
     "Plan",
     "Platform",

@@ -31,6 +31,8 @@ from app.maintenance import DEFAULT_GRACE_SECONDS
 from app.models import (
     Attachment,
     Delivery,
+    Event,
+    EventEndpoint,
     Group,
     GroupMember,
     Integration,
@@ -286,8 +288,29 @@ async def _run(
             .returning(Group.id),
         ),
     )
+    after = 0  # events have no index on platform_id (one fewer to keep up on every mail):
+    # read once in the order of their key, from where the last batch stopped
+
+    async def events(session: AsyncSession) -> list[Any]:
+        nonlocal after
+        chosen = (
+            sa.select(Event.seq)
+            .where(Event.seq > after, Event.platform_id == p)
+            .order_by(Event.seq)
+            .limit(BATCH)
+        )
+        seqs = await _scalars(
+            session, sa.delete(Event).where(Event.seq.in_(chosen)).returning(Event.seq)
+        )
+        after = max(seqs, default=after)
+        return seqs
+
+    await _batches(sessions, p, "events", events)
     async with sessions.begin() as session:
-        # Whatever arrived meanwhile goes with the platform (every platform_id cascades).
+        # Whatever arrived meanwhile goes with the platform (every platform_id cascades; events
+        # name it without a key: the refusals logged since, after the last batch's).
+        await session.execute(sa.delete(Event).where(Event.seq > after, Event.platform_id == p))
+        await _unsubscribe(session, p)
         late = await session.execute(
             sa.select(Attachment.sha256).where(Attachment.platform_id == p)
         )
@@ -315,6 +338,18 @@ async def _run(
         progress["blobs_kept"] = kept
         deletion.removed = progress
         deletion.status, deletion.updated_at, deletion.finished_at = DONE, utcnow(), utcnow()
+
+
+async def _unsubscribe(session: AsyncSession, platform_id: str) -> None:
+    """Event endpoints stop naming the platform. One that named only it is disabled, with the
+    reason: an empty list would subscribe it to every platform."""
+    for endpoint in await _scalars(session, sa.select(EventEndpoint)):
+        if platform_id not in (endpoint.platform_ids or []):
+            continue
+        endpoint.platform_ids = [p for p in endpoint.platform_ids if p != platform_id]
+        if not endpoint.platform_ids:
+            endpoint.enabled = False
+            endpoint.disabled_reason = f"its only platform, {platform_id}, was removed"
 
 
 async def _remove_blobs(

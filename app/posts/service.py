@@ -11,8 +11,10 @@ from app.api.security import Principal
 from app.config import Settings
 from app.db.repository import PageResult
 from app.errors import Forbidden, NotFound
+from app.events.emit import emit, event
+from app.events.render import render_pending
 from app.groups.service import GroupAccess, GroupService
-from app.models import Attachment, Post, Service
+from app.models import Attachment, EventType, Post, Service
 from app.posts import signing
 from app.posts.repository import AttachmentRepository, PostRepository
 from app.posts.schemas import AttachmentRead, OmittedAttachment, PostAuthor, PostRead
@@ -81,6 +83,21 @@ class PostService:
             raise NotFound("No such post.")
         if not (await self._access(user, post.group_id, "post")).can_manage:
             raise Forbidden("Only platform admins and the group's managers may delete posts.")
+        await render_pending(self.session, self.read, Post.id == post.id)
+        deleted = {"id": str(post.id), "group_id": str(post.group_id)}
+        deleted["integration_id"] = str(post.integration_id)
+        await emit(
+            self.session,
+            [
+                event(
+                    EventType.post_deleted,
+                    post.platform_id,
+                    deleted,
+                    post_id=post.id,
+                    integration_id=post.integration_id,
+                )
+            ],
+        )
         await self.posts.delete(post)
 
     async def signed_attachment(

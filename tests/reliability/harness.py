@@ -136,6 +136,8 @@ def server_env(database_url: str, blob_dir: Path, **overrides: str) -> dict[str,
             # MAILSLOT_RATE_LIMITS is left unset: the production default limits apply
             # (app.config.DEFAULT_RATE_LIMITS, per integration); tests spread their mail over
             # many integrations (Tenant.route, integrations_for) so as to stay under them.
+            # Events go to receivers the tests run on loopback (plain http to loopback only).
+            "MAILSLOT_EVENTS_ALLOW_LOOPBACK": "true",
             "PYTHONUNBUFFERED": "1",
         }
     )
@@ -823,6 +825,8 @@ class Summary:
         "partial posts",
         "refused mails posted",
         "blobs missing",
+        "events lost",
+        "events duplicated",
     )
 
     def lines(self) -> list[str]:

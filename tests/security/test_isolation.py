@@ -51,6 +51,8 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("PATCH", "/v1/integrations/{integration_id}"): {"title": "Taken over", "enabled": False},
     ("POST", "/v1/integrations/{integration_id}/test"): {"from": "eve@example.org"},
     ("POST", "/v1/integrations/{integration_id}/rotate-address"): {"grace_days": 0},
+    ("POST", "/v1/event-endpoints"): {"url": "http://127.0.0.1:9/events"},
+    ("PATCH", "/v1/event-endpoints/{endpoint_id}"): {"description": "changed"},
 }
 # Fields no body may carry: who owns a thing, its address, who made or wrote it.
 FORBIDDEN_FIELDS = (
@@ -151,6 +153,13 @@ async def build(client: httpx.AsyncClient, world: World, monkeypatch: pytest.Mon
 
     root_a = bearer("root", A, "admin")
     post = (await client.get(f"/v1/posts/{post_id}", headers=root_a)).json()
+    # The operator's: an event endpoint, and an event of A (the tenants' tokens reach neither).
+    endpoint = await client.post(
+        "/v1/event-endpoints", json={"url": "http://127.0.0.1:9/events"}, headers=OPERATOR
+    )
+    assert endpoint.status_code == 201, endpoint.text
+    events = (await client.get("/v1/events", headers=OPERATOR)).json()["items"]
+    event_of_a = next(e["id"] for e in events if e["platform_id"] == A)
     scene.a = {
         "group_id": [group_a],
         "integration_id": [by_mo["id"], by_root["id"]],
@@ -163,6 +172,8 @@ async def build(client: httpx.AsyncClient, world: World, monkeypatch: pytest.Mon
         ],
         "user_id": ["mo", "newbie"],
         "platform_id": [A],
+        "endpoint_id": [endpoint.json()["id"]],
+        "event_id": [event_of_a],
     }
     scene.signed = {
         a["id"]: {k: v[0] for k, v in parse_qs(urlsplit(a["url"]).query).items()}
@@ -173,6 +184,7 @@ async def build(client: httpx.AsyncClient, world: World, monkeypatch: pytest.Mon
         "integration_id": own["id"],
         "user_id": "newbie",
         "platform_id": B,
+        "endpoint_id": endpoint.json()["id"],  # the operator's (there is no other)
     }
     scene.secrets = [
         *itertools.chain.from_iterable(v for k, v in scene.a.items() if k.endswith("_id")),

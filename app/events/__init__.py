@@ -1,0 +1,1 @@
+"""Events out: what happened, told to the host platform's endpoints (Standard Webhooks)."""
