@@ -226,6 +226,37 @@ class TestDeletePlatformApi:
         assert r.json()["status"] == "done"
         assert gone.addresses
 
+    async def test_event_endpoints_stop_naming_the_platform(
+        self, client: httpx.AsyncClient, world: World
+    ) -> None:
+        await world.platform(GONE)
+        await world.platform(KEPT)
+        url = "http://127.0.0.1:9/events"
+        made = {}
+        for name, platforms in {"only": [GONE], "both": [GONE, KEPT], "all": []}.items():
+            body = {"url": url, "description": name, "platform_ids": platforms}
+            r = await client.post("/v1/event-endpoints", json=body, headers=OPERATOR)
+            assert r.status_code == 201, r.text
+            made[name] = r.json()["id"]
+
+        r = await client.delete(f"/v1/platforms/{GONE}", headers=OPERATOR)
+        assert r.status_code == 202
+
+        seen = {}
+        for name, endpoint_id in made.items():
+            r = await client.get(f"/v1/event-endpoints/{endpoint_id}", headers=OPERATOR)
+            seen[name] = {k: r.json()[k] for k in ("platform_ids", "enabled", "disabled_reason")}
+        assert seen == {
+            # An empty list would mean every platform: disabled instead, and it says why.
+            "only": {
+                "platform_ids": [],
+                "enabled": False,
+                "disabled_reason": f"its only platform, {GONE}, was removed",
+            },
+            "both": {"platform_ids": [KEPT], "enabled": True, "disabled_reason": None},
+            "all": {"platform_ids": [], "enabled": True, "disabled_reason": None},
+        }
+
     async def test_mail_is_refused_from_the_moment_it_is_asked_for(
         self, client: httpx.AsyncClient, world: World, app: FastAPI, monkeypatch: pytest.MonkeyPatch
     ) -> None:
