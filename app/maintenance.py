@@ -1,4 +1,5 @@
-"""The cleanup command: purge kept content and tokens past retention, then unnamed blobs.
+"""The cleanup command: purge kept content, tokens and sent events past retention, then unnamed
+blobs.
 
 An unnamed blob is deleted only when it is older than the grace period, as its store says at
 the moment of deleting, measured from the moment the names were read: a mail in flight (on any
@@ -28,6 +29,9 @@ from app.db.engine import create_engine
 from app.models import (
     Attachment,
     Delivery,
+    Event,
+    EventMessage,
+    MessageStatus,
     PlatformDeletion,
     ProviderToken,
     RateCounter,
@@ -45,6 +49,7 @@ class CleanupReport:
     unrouted_deleted: int = 0
     tokens_purged: int = 0
     counters_purged: int = 0
+    events_purged: int = 0
     blobs_removed: int = 0
     blobs_kept: int = 0
 
@@ -53,7 +58,8 @@ class CleanupReport:
             f"kept content purged: {self.contents_purged}, "
             f"unrouted deliveries deleted: {self.unrouted_deleted}, "
             f"tokens purged: {self.tokens_purged}, "
-            f"rate counters purged: {self.counters_purged}, blobs removed: {self.blobs_removed}, "
+            f"rate counters purged: {self.counters_purged}, "
+            f"events purged: {self.events_purged}, blobs removed: {self.blobs_removed}, "
             f"blobs kept: {self.blobs_kept}"
         )
 
@@ -102,6 +108,15 @@ async def cleanup(
                 sa.delete(RateCounter).where(RateCounter.window_start < int(time.time()) - longest)
             )
             report.counters_purged = int(getattr(result, "rowcount", 0) or 0)
+            # Events past retention, with their messages and attempts (they cascade), unless an
+            # endpoint has yet to take one: kept until it is delivered or fails for good.
+            waiting = sa.select(EventMessage.id).where(
+                EventMessage.event_seq == Event.seq, EventMessage.status == MessageStatus.pending
+            )
+            result = await session.execute(
+                sa.delete(Event).where(Event.created_at < now - retention, ~sa.exists(waiting))
+            )
+            report.events_purged = int(getattr(result, "rowcount", 0) or 0)
             # The record of a finished platform removal names only its id and counts.
             await session.execute(
                 sa.delete(PlatformDeletion).where(PlatformDeletion.finished_at < now - retention)
