@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Body, Depends, Query, Response
 
 from app.api.deps import CurrentUser, SessionDep, SettingsDep
 from app.api.pagination import Pagination
@@ -129,11 +129,12 @@ async def rotate_integration_address(
     integration_id: uuid.UUID,
     user: CurrentUser,
     service: Service,
-    body: AddressRotation,
+    body: Annotated[AddressRotation | None, Body()] = None,
 ) -> IntegrationRead:
     """Give the integration a new generated address (when the old one leaked). The old one keeps
-    routing to it for `grace_days` (default 7: send `{}`), listed in `previous_addresses` with its
-    `valid_until`; from then on its mail is refused as `unknown_recipient`. Whoever may change
-    the integration may rotate its address; the plan's count is unchanged."""
-    rotated = await service.rotate_address(user, integration_id, body)
+    routing to it for `grace_days` (default 7; the body may be left out), listed in
+    `previous_addresses` with its `valid_until`; from then on its mail is refused as
+    `unknown_recipient`. Whoever may change the integration may rotate its address; the plan's
+    count is unchanged."""
+    rotated = await service.rotate_address(user, integration_id, body or AddressRotation())
     return (await service.read([rotated]))[0]

@@ -79,6 +79,19 @@ class TestRotateAddress:
         r = await rotate(client, inbox.integration["id"], {"grace_days": 0})
         assert [p["address"] for p in r.json()["previous_addresses"]] == [body["address"], old]
 
+    async def test_without_a_body_the_grace_period_is_seven_days(
+        self, client: httpx.AsyncClient, inbox: Inbox
+    ) -> None:
+        r = await client.post(
+            f"/v1/integrations/{inbox.integration['id']}/rotate-address", headers=ROOT
+        )
+
+        assert r.status_code == 200, r.text
+        [previous] = r.json()["previous_addresses"]
+        assert previous["address"] == inbox.address
+        until = datetime.fromisoformat(previous["valid_until"].replace("Z", "+00:00"))
+        assert abs(until - (datetime.now(UTC) + timedelta(days=7))) < timedelta(minutes=1)
+
     @pytest.mark.parametrize("send", [send_mime, send_mailgun], ids=["mime", "mailgun"])
     async def test_the_old_address_routes_until_valid_until_then_is_unknown(
         self, client: httpx.AsyncClient, inbox: Inbox, app: FastAPI, send: Any
