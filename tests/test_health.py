@@ -73,6 +73,7 @@ class TestBlobStoreReadiness:
                 make_settings(database_url, blob_dir, **s3.settings_for(blob_dir, outage.url))
             )
             transport = httpx.ASGITransport(app=app)
+            await app.state.blobs.start()  # as the app's start-up does (the transport runs none)
             try:
                 async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
                     assert (await c.get("/readyz")).status_code == 200
