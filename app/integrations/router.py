@@ -129,12 +129,12 @@ async def rotate_integration_address(
     integration_id: uuid.UUID,
     user: CurrentUser,
     service: Service,
-    body: Annotated[AddressRotation | None, Body()] = None,
+    body: Annotated[AddressRotation, Body(default_factory=AddressRotation)],
 ) -> IntegrationRead:
     """Give the integration a new generated address (when the old one leaked). The old one keeps
     routing to it for `grace_days` (default 7; the body may be left out), listed in
     `previous_addresses` with its `valid_until`; from then on its mail is refused as
     `unknown_recipient`. Whoever may change the integration may rotate its address; the plan's
     count is unchanged."""
-    rotated = await service.rotate_address(user, integration_id, body or AddressRotation())
+    rotated = await service.rotate_address(user, integration_id, body)
     return (await service.read([rotated]))[0]
