@@ -207,6 +207,7 @@ class Dispatcher:
             ).one()
             await session.rollback()
         self.active = bool(row[0])
+        signal.idle(self.woken, not self.active)
         return bool(row[1])
 
     async def run_once(self) -> int:

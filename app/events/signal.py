@@ -15,15 +15,27 @@ from sqlalchemy.orm import Session
 
 _waiters: set[asyncio.Event] = set()
 _refreshing: set[asyncio.Event] = set()
+_idle: set[asyncio.Event] = set()  # dispatchers with no enabled endpoint: a commit is no news
 
 EMITTED = "mailslot.events_emitted"  # the session's info key: its transaction wrote events
 CHANGED = "mailslot.endpoints_changed"  # ... or changed the endpoints
 
 
 def wake() -> None:
-    """Wake every dispatcher of this process (cheap: sets a flag)."""
+    """Wake every dispatcher of this process that has endpoints to send to (cheap: sets a
+    flag; one without endpoints is left asleep, so that mail costs it nothing)."""
     for waiter in _waiters:
-        waiter.set()
+        if waiter not in _idle:
+            waiter.set()
+
+
+def idle(waiter: asyncio.Event, is_idle: bool) -> None:
+    """Whether ``waiter``'s dispatcher found no enabled endpoint at its last poll (``wake``
+    then passes it by; ``refresh`` still wakes it)."""
+    if is_idle:
+        _idle.add(waiter)
+    else:
+        _idle.discard(waiter)
 
 
 def refresh() -> None:
@@ -48,6 +60,7 @@ def register(waiter: asyncio.Event) -> None:
 def unregister(waiter: asyncio.Event) -> None:
     _waiters.discard(waiter)
     _refreshing.discard(waiter)
+    _idle.discard(waiter)
 
 
 def mark(session_info: dict[Any, Any], *, endpoints: bool = False) -> None:
