@@ -66,6 +66,9 @@ INTEGRATIONS = int(os.environ.get("BENCH_INTEGRATIONS", "1000"))
 HERE = Path(__file__).resolve().parent
 PRODUCTION = "service"  # production defaults, rate limits included: these targets decide
 NO_LIMITS = "service-nolimit"  # the same service with MAILSLOT_RATE_LIMITS="": informational
+# The baseline that also sanitises the HTML (nh3), small payload only: informational. The
+# service must sanitise before it stores (DESIGN.md); the baseline does not.
+SANITISING = "baseline-nh3"
 
 
 class Baseline(Server):
@@ -578,6 +581,15 @@ def speed_rows(
         text = f"{ratios[target][0]:.2f}x req/s, {ratios[target][1]:.2f}x p99"
         rows.append((payload, target, s, text))
     rows.append((payload, "baseline" if payload == "small" else "attach-baseline", b, ""))
+    if (payload, SANITISING) in results:
+        z = combine(results[(payload, SANITISING)])
+        for target in (PRODUCTION, NO_LIMITS):
+            ratios[f"{target} vs {SANITISING}"] = (
+                combine(results[(payload, target)])["rps"] / z["rps"],
+                combine(results[(payload, target)])["p99"] / z["p99"],
+            )
+        service = ratios[f"{PRODUCTION} vs {SANITISING}"]
+        rows.append((payload, SANITISING, z, f"{PRODUCTION} {service[0]:.2f}x req/s of it"))
     return rows, ratios
 
 
@@ -587,7 +599,7 @@ def answers_verdict(ledger: Ledger, target: str) -> list[tuple[str, bool]]:
     t = ledger.totals(target)
     non2xx = t["limited"] + t["other"]
     first = f", the first other {t['first_other']}" if t["other"] else ""
-    what = "rows" if target == "baseline" else "posts"
+    what = "rows" if target.startswith("baseline") else "posts"
     return [
         (
             f"{target}: every answer 2xx ({t['ok']:,} 2xx, {t['limited']} x 429, "
@@ -612,7 +624,7 @@ def main() -> int:
     servers: list[Server] = []
     limits = parse_rate_limits(DEFAULT_RATE_LIMITS)
     try:
-        print("starting PostgreSQL, the service (twice) and the baseline ...", flush=True)
+        print("starting PostgreSQL, the service (twice) and the baseline (twice) ...", flush=True)
         cluster.init()
         cluster.start()
         url = cluster.create_database("mailslot")
@@ -642,6 +654,13 @@ def main() -> int:
         baseline = Baseline("baseline", base_env, work / "logs")
         servers.append(baseline)
         baseline.start()
+        sanitising = Baseline(
+            SANITISING,
+            {**base_env, "BENCH_SANITISE": "1", "BENCH_BLOB_DIR": str(work / "blobs-nh3")},
+            work / "logs",
+        )
+        servers.append(sanitising)
+        sanitising.start()
         started = time.monotonic()
         tenants = asyncio.run(create_tenants(service.base_url, PLATFORMS, INTEGRATIONS))
         tenant = tenants[0]
@@ -659,7 +678,7 @@ def main() -> int:
         ledger = Ledger()
 
         def rows_of(server: Server) -> Callable[[], int]:
-            table = "bench_baseline" if server is baseline else "posts"
+            table = "bench_baseline" if isinstance(server, Baseline) else "posts"
             return lambda: count_rows(url, table)
 
         results: dict[tuple[str, str], list[Turn]] = {}
@@ -668,14 +687,18 @@ def main() -> int:
             ("attach", payloads.attach_template(), ATTACH_SECONDS, 400),
         ]
         # In turns that cancel the shared machine's drift for both services:
-        # service, no-limit service, baseline, baseline, no-limit service, service.
-        order = (service, nolimit, baseline, baseline, nolimit, service)
+        # service, no-limit service, baseline, baseline, no-limit service, service (small: the
+        # sanitising baseline's two turns in the middle).
         for payload, (template, ctype), seconds, max_rate in plans:
             if ONLY and payload != ONLY:
                 continue
+            order = (service, nolimit, baseline, baseline, nolimit, service)
+            if payload == "small":
+                order = (service, nolimit, baseline, sanitising, sanitising, baseline, nolimit,
+                         service)  # fmt: skip
             count = int(max_rate * seconds)
             # warm-up, not counted in the figures (its answers and posts are)
-            for server in (service, nolimit, baseline):
+            for server in dict.fromkeys(order):
                 ledger.add(
                     run_wrk(server, payload, template, ctype, 2, count // 4, work, load,
                             rows_of(server))
@@ -738,6 +761,13 @@ def main() -> int:
                         f"{target}: attach req/s >= 0.8x attach-baseline ({rps_ratio:.2f}x)",
                         rps_ratio >= 0.8,
                     ))  # fmt: skip
+            if payload == "small":
+                rps_ratio, _ = ratios[f"{PRODUCTION} vs {SANITISING}"]
+                informational.append((
+                    f"{PRODUCTION}: small req/s >= 0.5x {SANITISING}, the baseline that also "
+                    f"sanitises its HTML ({rps_ratio:.2f}x)",
+                    rps_ratio >= 0.5,
+                ))  # fmt: skip
             if any(t.reused for t in ledger.turns.get(PRODUCTION, []) + ledger.turns["baseline"]):
                 print(f"note: {payload}: pre-signed requests ran out; tokens re-sent", flush=True)
 
@@ -748,7 +778,7 @@ def main() -> int:
         informational.append((f"{NO_LIMITS}: RSS/worker < 150 MB under attach "
                               f"({off_rss:.1f} MB)", off_rss < 150))  # fmt: skip
         # Correctness holds for every target, the no-limit service and the baseline included.
-        for target in (PRODUCTION, NO_LIMITS, "baseline"):
+        for target in (PRODUCTION, NO_LIMITS, "baseline", SANITISING):
             verdicts += answers_verdict(ledger, target)
         for rate in limits:
             busiest, counted = windows.get(rate.seconds, (0, 0))
@@ -805,9 +835,11 @@ def main() -> int:
             f"mailslot inbound benchmark, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
             f"{os.cpu_count()} CPUs, uvicorn 2 workers each, wrk {THREADS} threads "
             f"{CONNECTIONS} connections, {SMALL_SECONDS:.0f} s (small) / {ATTACH_SECONDS:.0f} s "
-            f"(attach) turns in order {', '.join(s.name for s in order)}; then "
+            f"(attach) turns in order {', '.join(s.name for s in order)} (small: "
+            f"{SANITISING}'s two turns in the middle); then "
             f"{SOAK_SECONDS:.0f} s of attach on the service alone. {PRODUCTION}: production "
             f"defaults (rate limits {DEFAULT_RATE_LIMITS}); {NO_LIMITS}: rate limits off; "
+            f"{SANITISING}: the baseline with nh3 on its HTML; "
             f"recipients rotating over {len(load.addresses):,} integrations on "
             f"{len(tenants)} platforms"
         )
@@ -816,7 +848,7 @@ def main() -> int:
         print()
         for text, ok in verdicts:
             print(f"[{'PASS' if ok else 'FAIL'}] {text}")
-        print("informational (rate limits off; these do not set the exit status):")
+        print("informational (rate limits off, baseline-nh3; they do not set the exit status):")
         for text, ok in informational:
             print(f"[{'PASS' if ok else 'FAIL'}] {text}")
         print(f"\ntotal {time.monotonic() - t0:.0f} s")
