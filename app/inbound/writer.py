@@ -270,19 +270,25 @@ def _statements(dialect: str) -> dict[str, Any]:
         statements["claim_and_route_one"] = _claim_and_route(dialect, one=True)
         # Round trip 2: the post, its attachments, its delivery, its post.created event and that
         # event's messages (one per subscribed endpoint: none without endpoints), or none.
-        post = _post_insert(dialect, bound=True).cte("post")
-        attachments = _attachment_insert(dialect, post).cte("attachment")
-        delivery = _delivery_insert(dialect, post).cte("delivery")
-        event = event_insert(dialect, when=sa.exists(sa.select(post.c.id))).cte("event")
-        messages = fanout(dialect, event.c.seq, source=event).cte("message")
-        statements["write"] = (
-            sa.select(sa.func.count())
-            .select_from(delivery)
-            .add_cte(attachments)
-            .add_cte(event)
-            .add_cte(messages)
-        )
+        statements["write"] = _write(dialect, attachments=True)
+        # The same without the attachments' insert (most mail): a statement that does not touch
+        # the attachments table takes no lock on it or on its indexes.
+        statements["write_bare"] = _write(dialect, attachments=False)
     return statements
+
+
+def _write(dialect: str, *, attachments: bool) -> Any:
+    """PostgreSQL, one statement: the post (``p_``), its attachments (``a_`` arrays, when
+    ``attachments``), its delivery (``d_``), its post.created event (``e_``) and that event's
+    messages; nothing when the integration has the post already. Its delivery count."""
+    post = _post_insert(dialect, bound=True).cte("post")
+    delivery = _delivery_insert(dialect, post).cte("delivery")
+    event = event_insert(dialect, when=sa.exists(sa.select(post.c.id))).cte("event")
+    messages = fanout(dialect, event.c.seq, source=event).cte("message")
+    statement = sa.select(sa.func.count()).select_from(delivery).add_cte(event).add_cte(messages)
+    if attachments:
+        statement = statement.add_cte(_attachment_insert(dialect, post).cte("attachment"))
+    return statement
 
 
 class _Compiled:
@@ -476,13 +482,14 @@ class Writer:
         if post is not None and self.dialect == "postgresql":
             params = {
                 **_prefixed(columns(post), "p_"),
-                **_arrays(attachments),
+                **(_arrays(attachments) if attachments else {}),
                 **_prefixed(columns(delivery), "d_"),
                 **event_values(post_created(post), "e_"),
             }
+            statement = self.sql["write" if attachments else "write_bare"]
             if self._direct():
-                return bool(await self._fetch(self.sql["write"], params, value=True))
-            return bool((await self.conn.execute(self.sql["write"], params)).scalar_one())
+                return bool(await self._fetch(statement, params, value=True))
+            return bool((await self.conn.execute(statement, params)).scalar_one())
         if post is not None and not await self.add_post(post, attachments):
             return False
         await self.add_deliveries([delivery])

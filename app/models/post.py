@@ -19,7 +19,10 @@ class Post(UUIDPrimaryKey, CreatedAt, Base):
         sa.Index("ix_posts_group_created", "group_id", "created_at", "id"),
     )
 
-    platform_id: Mapped[str] = mapped_column(sa.ForeignKey("platforms.id", ondelete="CASCADE"))
+    # The integration's platform, copied for tenant scoping. No foreign key of its own: the
+    # integration's key (below) already ties the post to that platform, and a second key would
+    # lock one of a few hot platform rows for every mail (docs/decisions.md).
+    platform_id: Mapped[str] = mapped_column(sa.String(64))
     group_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("groups.id", ondelete="CASCADE"))
     integration_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("integrations.id"))
     dedupe_key: Mapped[str] = mapped_column(sa.String(128))
@@ -47,7 +50,7 @@ class Attachment(UUIDPrimaryKey, Base):
     post_id: Mapped[uuid.UUID] = mapped_column(
         sa.ForeignKey("posts.id", ondelete="CASCADE"), index=True
     )
-    platform_id: Mapped[str] = mapped_column(sa.ForeignKey("platforms.id", ondelete="CASCADE"))
+    platform_id: Mapped[str] = mapped_column(sa.String(64))  # its post's (as the post's own)
     position: Mapped[int] = mapped_column(default=0)
     filename: Mapped[str] = mapped_column(sa.String(400))
     content_type: Mapped[str] = mapped_column(sa.String(200))
