@@ -12,6 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
+from app.config import Settings
+from app.events.dispatcher import LEASE_MARGIN_SECONDS
 from tests.events.receiver import Receiver
 from tests.reliability.conftest import Servers, TenantFactory
 from tests.reliability.harness import (
@@ -28,7 +30,15 @@ from tests.reliability.harness import (
 )
 
 FAILPOINT_APP = "tests.reliability.failpoint:app"
-ARRIVAL_SECONDS = 30.0
+# Every event arrives within one lease and a poll: a worker killed while it was sending a
+# message (a restarted worker's dispatcher claims what is due at once, and the test's next mail
+# may kill it mid-send) leaves its lease, and the message goes again when the lease ends.
+ARRIVAL_SECONDS = (
+    Settings.model_fields["events_timeout_seconds"].default
+    + LEASE_MARGIN_SECONDS
+    + 2 * Settings.model_fields["events_poll_seconds"].default
+    + 5
+)
 
 
 @pytest.fixture
