@@ -12,7 +12,6 @@ period well above that plus the longest request).
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -22,10 +21,10 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from app.blobs.factory import create_blob_store
-from app.blobs.store import BlobStoreUnavailable
 from app.config import Settings
 from app.db.base import utcnow
 from app.db.engine import create_engine
+from app.inbound import content
 from app.models import (
     Attachment,
     Delivery,
@@ -135,13 +134,12 @@ async def cleanup(
             if document is None:
                 continue
             named.add(document)
-            try:
-                doc = json.loads(await blobs.read_all(document))
-                named.update(a["sha256"] for a in doc.get("attachments", []) if a.get("sha256"))
-            except BlobStoreUnavailable:
-                raise  # not unreadable: unknown, so nothing may be deleted
-            except (OSError, ValueError, TypeError, KeyError):
+            # BlobStoreUnavailable propagates: unknown, so nothing may be deleted
+            attachments = await content.named_blobs(document, blobs)
+            if attachments is None:
                 logger.warning("kept content %s is unreadable", document)
+            else:
+                named.update(attachments)
         cutoff = named_at - grace_seconds
         async for key in blobs.keys_modified_before(cutoff):
             if key in named:

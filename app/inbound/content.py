@@ -76,6 +76,19 @@ async def load(sha256: str, blobs: BlobStore) -> InboundEmail:
     return InboundEmail(**doc, attachments=tuple(attachments))
 
 
+async def named_blobs(sha256: str, blobs: BlobStore) -> set[str] | None:
+    """The attachment blobs a kept document names, without reading them; None when the document
+    is gone or unreadable. Raises ``BlobStoreUnavailable``: the store's answer is unknown, so a
+    caller deciding what to delete must not go on as if the document named nothing."""
+    try:
+        doc: dict[str, Any] = json.loads(await blobs.read_all(sha256))
+        return {a["sha256"] for a in doc.get("attachments", []) if a.get("sha256")}
+    except BlobStoreUnavailable:
+        raise
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+
+
 async def kept_digest(sha256: str, blobs: BlobStore) -> str | None:
     """``content_digest`` of a kept document, without reading its attachments; None if gone."""
     try:

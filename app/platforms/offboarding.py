@@ -14,7 +14,6 @@ removal whose worker died is taken up by the next ``DELETE``.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -25,8 +24,9 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.blobs.store import BlobStore, BlobStoreUnavailable
+from app.blobs.store import BlobStore
 from app.db.base import utcnow
+from app.inbound import content
 from app.maintenance import DEFAULT_GRACE_SECONDS
 from app.models import (
     Attachment,
@@ -307,23 +307,23 @@ async def _run(
 
     await _batches(sessions, p, "events", events)
     async with sessions.begin() as session:
-        # Whatever arrived meanwhile goes with the platform (every platform_id cascades; events
-        # name it without a key: the refusals logged since, after the last batch's).
+        # Whatever arrived meanwhile goes with the platform: the tables with a key to it
+        # cascade; posts, attachments and deliveries hang on their integration (gone by now) and
+        # events name it without a key, so any of them left are deleted here by name.
         await session.execute(sa.delete(Event).where(Event.seq > after, Event.platform_id == p))
         await _unsubscribe(session, p)
         late = await session.execute(
-            sa.select(Attachment.sha256).where(Attachment.platform_id == p)
+            sa.delete(Attachment).where(Attachment.platform_id == p).returning(Attachment.sha256)
         )
         attachment_blobs.update(late.scalars())
-        late = await session.execute(
-            sa.select(Delivery.content_sha256).where(
-                Delivery.platform_id == p, Delivery.content_sha256.is_not(None)
-            )
-        )
-        documents.update(sha for sha in late.scalars() if sha)
+        await session.execute(sa.delete(Post).where(Post.platform_id == p))
         await session.execute(
             sa.delete(ProviderToken).where(ProviderToken.delivery_id.in_(platform_deliveries))
         )
+        late = await session.execute(
+            sa.delete(Delivery).where(Delivery.platform_id == p).returning(Delivery.content_sha256)
+        )
+        documents.update(sha for sha in late.scalars() if sha)
         await session.execute(sa.delete(Platform).where(Platform.id == p))
         deletion = await session.get(PlatformDeletion, p)
         assert deletion is not None  # noqa: S101
@@ -361,13 +361,11 @@ async def _remove_blobs(
     """Delete the platform's blobs that nothing else names; (removed, kept)."""
     candidates = set(attachment_blobs) | set(documents)
     for document in documents:  # the files of its kept mail
-        try:
-            doc = json.loads(await blobs.read_all(document))
-            candidates.update(a["sha256"] for a in doc.get("attachments", []) if a.get("sha256"))
-        except BlobStoreUnavailable:
-            raise
-        except (OSError, ValueError, TypeError, KeyError):
+        attachments = await content.named_blobs(document, blobs)
+        if attachments is None:
             logger.warning("kept content %s is unreadable", document)
+        else:
+            candidates.update(attachments)
     if not candidates:
         return 0, 0
     named_at = time.time()
@@ -395,15 +393,8 @@ async def _remove_blobs(
             )
         )
     for other in others:
-        if other is None:
-            continue
-        try:
-            doc = json.loads(await blobs.read_all(other))
-            named.update(a["sha256"] for a in doc.get("attachments", []) if a.get("sha256"))
-        except BlobStoreUnavailable:
-            raise
-        except (OSError, ValueError, TypeError, KeyError):
-            continue
+        if other is not None:
+            named.update(await content.named_blobs(other, blobs) or ())
     removed = kept = 0
     cutoff = named_at - BLOB_GRACE_SECONDS
     for sha in listed:

@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from app.config import DEFAULT_RATE_LIMITS, Settings
 from app.db.base import Base, utcnow
 from app.maintenance import cleanup
-from app.models import PlatformDeletion
+from app.models import Delivery, PlatformDeletion
 from app.platforms import offboarding
 from tests.auth import OPERATOR, bearer
 from tests.conftest import make_settings
@@ -274,6 +274,29 @@ class TestDeletePlatformApi:
         # Asked again before its worker is stale: the progress, not a second run.
         r = await client.delete(f"/v1/platforms/{GONE}", headers=OPERATOR)
         assert (r.status_code, r.json()["status"]) == (202, "running")
+
+    async def test_a_row_naming_the_platform_without_its_integration_goes_too(
+        self, client: httpx.AsyncClient, world: World, app: FastAPI, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Posts, attachments and deliveries have no key to the platform: a row that names it
+        but hangs on no integration (written while the last batches ran) is deleted by name in
+        the last transaction, not left behind."""
+        await Tenant(client, world, GONE).build(b"x", b"y")
+        unsubscribe = offboarding._unsubscribe
+
+        async def late_delivery(session: Any, platform_id: str) -> None:
+            session.add(Delivery(platform_id=platform_id, provider="postmark", status="rejected"))
+            await session.flush()
+            await unsubscribe(session, platform_id)
+
+        monkeypatch.setattr(offboarding, "_unsubscribe", late_delivery)
+        r = await client.delete(f"/v1/platforms/{GONE}", headers=OPERATOR)
+        assert r.status_code == 202, r.text
+        progress = (await client.get(r.headers["location"], headers=OPERATOR)).json()
+        assert (progress["status"], progress["error"]) == ("done", None)
+        rows = await all_rows(app)
+        for table in ("posts", "attachments", "deliveries"):
+            assert [row for row in rows[table] if row["platform_id"] == GONE] == [], table
 
     async def test_unknown_platform_and_callers_other_than_the_operator(
         self, client: httpx.AsyncClient, world: World
